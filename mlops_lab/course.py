@@ -1,0 +1,161 @@
+"""The course's own plumbing: ``doctor`` (can this machine run the labs?) and ``setup(n)``
+(build, idempotently, what the labs before ``n`` would have left behind)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+
+from . import config
+from .errors import LabError
+
+KEY_PACKAGES = ("mlflow", "scikit-learn", "pandas", "fastapi", "uvicorn", "papermill", "ipywidgets", "docker")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    required: bool = True
+
+
+def _package_versions() -> Check:
+    found, missing = [], []
+    for name in KEY_PACKAGES:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    if missing:
+        return Check("packages", False, f"missing {', '.join(missing)}: run `pip install -r requirements.txt -e .`")
+    return Check("packages", True, ", ".join(found))
+
+
+def _workspace() -> Check:
+    try:
+        return Check("workspace", True, f"{config.ensure_home()} (writable)")
+    except LabError as exc:
+        return Check("workspace", False, str(exc))
+
+
+def _tracking_store() -> Check:
+    uri = config.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        import sqlite3
+
+        db = uri.removeprefix("sqlite:///")
+        try:
+            os.makedirs(os.path.dirname(db) or ".", exist_ok=True)
+            with sqlite3.connect(db) as conn:
+                conn.execute("select 1")
+        except (sqlite3.Error, OSError) as exc:
+            return Check("tracking store", False, f"{uri}: {exc}. Fix the path or unset MLOPS_LAB_TRACKING_URI.")
+        return Check("tracking store", True, uri)
+    if uri.startswith(("http://", "https://")):
+        import httpx
+
+        try:
+            httpx.get(uri.rstrip("/") + "/health", timeout=3).raise_for_status()
+        except httpx.HTTPError as exc:
+            return Check("tracking store", False, f"{uri} does not answer ({exc}); ask your instructor, or unset MLOPS_LAB_TRACKING_URI to use a local store.")
+        return Check("tracking store", True, f"{uri} (server answers)")
+    return Check("tracking store", True, f"{uri} (not checked)")
+
+
+def _docker() -> Check:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return Check(
+            "docker daemon", False,
+            "not reachable: lab 05 runs the same server entrypoint as a local process instead of a container",
+            required=False,
+        )
+    return Check("docker daemon", True, "reachable: lab 05 builds and runs a real image", required=False)
+
+
+def _memory() -> Check:
+    import psutil
+
+    available = psutil.virtual_memory().available / 2**30
+    return Check("memory", available >= 1.0, f"{available:.1f} GiB available (the labs need about 1 GiB)")
+
+
+def _kernel() -> Check:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        return Check("jupyter kernel", False, "no python3 kernel: run `python -m ipykernel install --user`")
+    return Check("jupyter kernel", True, f"python3 ({spec.argv[0]})")
+
+
+def doctor(report: Callable[[str], None] = print) -> bool:
+    """Check this machine for the course; print a table; return True when the labs can run."""
+    checks = [
+        Check("python", sys.version_info >= (3, 11), f"{platform.python_version()} (3.11 or newer needed)"),
+        _package_versions(),
+        _kernel(),
+        _workspace(),
+        _tracking_store(),
+        _docker(),
+        _memory(),
+    ]
+    on_binder = any(k.startswith("BINDER_") for k in os.environ)
+    checks.append(Check("binder", True, "yes: no Docker here, lab 05 uses its fallback" if on_binder else "no", required=False))
+    for c in checks:
+        mark = "ok  " if c.ok else ("FAIL" if c.required else "note")
+        report(f"{mark} {c.name:<15} {c.detail}")
+    ready = all(c.ok for c in checks if c.required)
+    report("The course can run on this machine." if ready else "Fix the FAIL lines above, then run lab.doctor() again.")
+    return ready
+
+
+# ------------------------------------------------------------------------ setup
+
+# What each lab leaves behind, keyed by the lab that produces it. Later issues add steps.
+_STEPS: dict[int, Callable[[], None]] = {}
+
+
+def step(lab: int):
+    def register(func: Callable[[], None]) -> Callable[[], None]:
+        _STEPS[lab] = func
+        return func
+
+    return register
+
+
+def _load_steps() -> None:
+    # Importing registers the steps; kept lazy so `import mlops_lab` stays fast.
+    from . import setup_steps  # noqa: F401
+
+
+def setup(n: int, report: Callable[[str], None] = print) -> None:
+    """Prepare the workspace for lab ``n``: run (idempotently) what labs 00..n-1 would have produced."""
+    if isinstance(n, str) and n.strip().isdigit():
+        n = int(n)
+    if not isinstance(n, int) or isinstance(n, bool) or n not in config.LABS:
+        raise LabError(
+            f"There is no lab {n!r}: labs are numbered 0 to {max(config.LABS)}. Call lab.setup(3) at the "
+            "top of lab 03, for example (or `mlops-lab setup 3` in a terminal)."
+        )
+    _load_steps()
+    available = max(_STEPS) + 1 if _STEPS else 1
+    if n > available:
+        raise LabError(
+            f"Lab {n:02d} is not in this version of the course yet; labs 00 to {available:02d} are. "
+            "Update your clone (`git pull`) to get newer labs."
+        )
+    config.ensure_home()
+    for lab in range(n):
+        if lab in _STEPS:
+            _STEPS[lab]()
+    report(f"Workspace {config.home()} is ready for lab {n:02d}.")

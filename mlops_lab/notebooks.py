@@ -1,0 +1,335 @@
+"""Build labs from solutions, and run the course headless with papermill.
+
+``solutions/NN_title.ipynb`` is the single source. In its code (or markdown) cells an
+exercise region is marked nbgrader-style::
+
+    ### BEGIN SOLUTION
+    #> threshold = ...  # lines starting with "#>" are the learner's stub
+    threshold = 0.37
+    ### END SOLUTION
+
+``build`` replaces each region with its stub lines (the ``#>`` removed), drops cells
+tagged ``solution``, clears outputs and execution counts, keeps cell ids, and writes
+``labs/NN_title.ipynb``. ``run`` executes notebooks in a fresh workspace and reports
+status, seconds and the kernel's peak memory per notebook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config
+from .errors import LabError
+
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+STUB_PREFIX = "#>"
+NOTEBOOK_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
+DEFAULT_STUB = "# YOUR CODE HERE"
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The course folder: the nearest folder holding solutions/, from ``start`` or the cwd, else the package's."""
+    candidates = [Path(start or Path.cwd()).resolve(), Path(__file__).resolve().parents[1]]
+    for base in candidates:
+        for folder in (base, *base.parents):
+            if (folder / "solutions").is_dir() and (folder / "pyproject.toml").exists():
+                return folder
+    raise LabError(
+        "Cannot find the course folder (the one with solutions/ and pyproject.toml). Run this "
+        "command from inside your clone of mlops-lab, or pass --root PATH."
+    )
+
+
+def read_notebook(path: Path):
+    import nbformat
+
+    try:
+        return nbformat.read(path, as_version=4)
+    except (json.JSONDecodeError, nbformat.reader.NotJSONError) as exc:
+        raise LabError(
+            f"{path} is not valid notebook JSON ({str(exc).splitlines()[0][:200]}). A merge or a hand "
+            "edit probably broke it: open it in JupyterLab to see where, or restore it with "
+            f"`git checkout -- {path.name}` and redo your change."
+        ) from None
+    except OSError as exc:
+        raise LabError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+
+
+def strip_solutions(source: str, where: str) -> str:
+    """Replace every BEGIN/END SOLUTION region in one cell's source with its stub."""
+    out: list[str] = []
+    stub: list[str] | None = None
+    begin_line = 0
+    indent = ""
+    for number, line in enumerate(source.splitlines(), start=1):
+        marker = line.strip()
+        if marker == BEGIN:
+            if stub is not None:
+                raise LabError(
+                    f"{where}, line {number}: a second `{BEGIN}` before the `{END}` of the one on line "
+                    f"{begin_line}. Close each region with `{END}` before opening the next."
+                )
+            stub, begin_line, indent = [], number, line[: len(line) - len(line.lstrip())]
+        elif marker == END:
+            if stub is None:
+                raise LabError(f"{where}, line {number}: `{END}` without a `{BEGIN}` above it. Add one or remove it.")
+            out.extend(stub or [indent + DEFAULT_STUB])
+            stub = None
+        elif stub is not None:
+            if marker.startswith(STUB_PREFIX):
+                text = marker[len(STUB_PREFIX):]
+                stub.append(indent + (text[1:] if text.startswith(" ") else text))
+        else:
+            out.append(line)
+    if stub is not None:
+        raise LabError(
+            f"{where}, line {begin_line}: `{BEGIN}` has no matching `{END}`, so the lab would lose "
+            f"everything after it. Add `{END}` where the solution ends."
+        )
+    return "\n".join(out)
+
+
+def _clean_cell_metadata(metadata: dict) -> dict:
+    """Keep what matters (tags, collapsed state); drop execution noise papermill adds."""
+    return {k: v for k, v in metadata.items() if k in ("tags", "jupyter") and v}
+
+
+def lab_from_solution(solution_path: Path):
+    """The exercise notebook generated from one solution notebook (not written)."""
+    import nbformat
+
+    nb = read_notebook(solution_path)
+    cells = []
+    for index, cell in enumerate(nb.cells):
+        if "solution" in cell.get("metadata", {}).get("tags", []):
+            continue
+        new = nbformat.from_dict(json.loads(json.dumps(cell)))
+        new.source = strip_solutions(cell.source, f"{solution_path.name}, cell {index}")
+        if new.cell_type == "code":
+            new.outputs = []
+            new.execution_count = None
+        new.metadata = _clean_cell_metadata(cell.metadata)
+        cells.append(new)
+    lab = nbformat.v4.new_notebook(cells=cells)
+    lab.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
+    lab.nbformat, lab.nbformat_minor = 4, 5
+    return lab
+
+
+def _dumps(nb) -> str:
+    import nbformat
+
+    return nbformat.writes(nb) + "\n"
+
+
+def solution_paths(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "solutions").glob("*.ipynb") if NOTEBOOK_RE.match(p.name))
+
+
+def build(root: Path | None = None, check: bool = False) -> list[Path]:
+    """Generate labs/ from solutions/. With ``check``, write nothing and return the stale labs."""
+    root = repo_root(root)
+    stale = []
+    wanted = set()
+    for sol in solution_paths(root):
+        target = root / "labs" / sol.name
+        wanted.add(target.name)
+        text = _dumps(lab_from_solution(sol))
+        if not target.exists() or target.read_text() != text:
+            stale.append(target)
+            if not check:
+                target.parent.mkdir(exist_ok=True)
+                target.write_text(text)
+    for orphan in (root / "labs").glob("*.ipynb"):
+        if orphan.name not in wanted:
+            stale.append(orphan)
+            if not check:
+                orphan.unlink()
+    return stale
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class RunResult:
+    notebook: str
+    status: str  # "ok" or "failed"
+    seconds: float
+    peak_mb: float
+    error: str = ""
+    output: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def select(root: Path, numbers: list[str] | None, labs: bool = False) -> list[Path]:
+    folder = root / ("labs" if labs else "solutions")
+    available = {p.name[:2]: folder / p.name for p in solution_paths(root)}
+    if not numbers:
+        return list(available.values())
+    chosen = []
+    for raw in numbers:
+        key = raw.zfill(2) if raw.isdigit() else raw
+        if key not in available:
+            raise LabError(
+                f"There is no notebook {raw} in {folder.name}/. The course has: {', '.join(available)}. "
+                "Run `mlops-lab run 01 02` with two-digit lab numbers, or no number for the whole course."
+            )
+        chosen.append(available[key])
+    return chosen
+
+
+class _PeakMemory:
+    """Polls the resident memory of this process's children (the kernel and what it starts)."""
+
+    def __init__(self, interval: float = 0.1):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+@contextmanager
+def _environment(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_notebook(path: Path, output: Path, parameters: dict | None = None, timeout: int = 120) -> RunResult:
+    """Execute one notebook with papermill (kernel python3) and measure it."""
+    import logging
+
+    import papermill as pm
+
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    read_notebook(path)  # a clear message for broken JSON before papermill's own
+    error = ""
+    start = time.perf_counter()
+    with _PeakMemory() as memory:
+        try:
+            pm.execute_notebook(
+                str(path),
+                str(output),
+                parameters=parameters or {},
+                kernel_name="python3",
+                execution_timeout=timeout,
+                progress_bar=False,
+                cwd=str(output.parent),
+            )
+        except pm.PapermillExecutionError as exc:
+            evalue = (exc.evalue or "").strip().splitlines()
+            error = f"cell {exc.exec_count or exc.cell_index}: {exc.ename}: {evalue[0] if evalue else ''}"
+        except Exception as exc:  # kernel died, timeout, missing kernel...
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    seconds = time.perf_counter() - start
+    return RunResult(path.name, "failed" if error else "ok", seconds, memory.peak / 2**20, error, output)
+
+
+def run(
+    numbers: list[str] | None = None,
+    labs: bool = False,
+    fresh: bool = True,
+    root: Path | None = None,
+    parameters: dict | None = None,
+    timeout: int = 120,
+    report=print,
+) -> list[RunResult]:
+    """Run solutions (or labs) in order, in a fresh workspace unless ``fresh=False``."""
+    root = repo_root(root)
+    notebooks = select(root, numbers, labs)
+    if fresh:
+        workspace = Path(tempfile.mkdtemp(prefix="mlops-lab-run-"))
+    else:
+        workspace = config.ensure_home()
+    results = []
+    # The python3 kernel of this environment first, ahead of any user-wide kernelspec.
+    jupyter_path = os.pathsep.join(filter(None, [str(Path(sys.prefix) / "share" / "jupyter"),
+                                                 os.environ.get("JUPYTER_PATH")]))
+    with _environment(MLOPS_LAB_HOME=str(workspace), JUPYTER_PATH=jupyter_path):
+        config.ensure_home()
+        kind = "labs" if labs else "solutions"
+        report(f"Running {len(notebooks)} {kind} notebook(s) in workspace {workspace}")
+        for nb in notebooks:
+            result = run_notebook(nb, workspace / "executed" / kind / nb.name, parameters, timeout)
+            report(f"  {result.notebook:<32} {result.status:<7} {result.seconds:6.1f} s  {result.error}")
+            results.append(result)
+    return results
+
+
+def summary_table(results: list[RunResult]) -> str:
+    lines = [f"{'notebook':<32} {'status':<7} {'seconds':>8} {'peak MB':>8}", "-" * 58]
+    for r in results:
+        lines.append(f"{r.notebook:<32} {r.status:<7} {r.seconds:8.1f} {r.peak_mb:8.0f}")
+        if r.error:
+            lines.append(f"    {r.error}")
+    lines.append("-" * 58)
+    total = sum(r.seconds for r in results)
+    peak = max((r.peak_mb for r in results), default=0)
+    passed = sum(r.ok for r in results)
+    lines.append(f"{f'{passed}/{len(results)} passed':<32} {'':<7} {total:8.1f} {peak:8.0f}")
+    return "\n".join(lines)
+
+
+def execute_solutions(numbers: list[str] | None = None, root: Path | None = None, report=print) -> list[RunResult]:
+    """Maintainers: re-execute solutions in a fresh workspace and commit their outputs (for nbval)."""
+    import nbformat
+
+    root = repo_root(root)
+    results = run(numbers, labs=False, root=root, report=report)
+    for result in results:
+        if not result.ok:
+            continue
+        nb = read_notebook(result.output)
+        for cell in nb.cells:
+            cell.metadata = _clean_cell_metadata(cell.metadata)
+        nb.metadata = {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        }
+        (root / "solutions" / result.notebook).write_text(nbformat.writes(nb) + "\n")
+    return results
