@@ -23,6 +23,7 @@ _LAZY = {
     "setup": ("course", "setup"),
     "workspace": ("config", "ensure_home"),
     "config": ("config", None),
+    "data": ("data", None),
 }
 
 __all__ = ["LabError", "reset", *_LAZY]

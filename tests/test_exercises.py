@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import mlops_lab as lab
-from mlops_lab import exercises
+from mlops_lab import data, exercises
 from mlops_lab.errors import LabError
 
 
@@ -20,11 +20,31 @@ def _stub_function(*args, **kwargs):
     ...
 
 
+class Lazy:
+    """A wrong answer that is expensive to build: made only when its test runs."""
+
+    def __init__(self, make):
+        self.make = make
+
+
+def _random_split():
+    from sklearn.model_selection import train_test_split
+
+    frame = data.course_dataset()
+    train, rest = train_test_split(frame, test_size=0.33, random_state=0)
+    valid, holdout = train_test_split(rest, test_size=0.5, random_state=0)
+    return train, valid, holdout
+
+
 # exercise id -> (blank stub, plausible wrong answer, words the message must contain)
 WRONG = {
     "0.1": (..., 1000, "not CardGuard's budget"),
     "0.2": (..., Path("/tmp/elsewhere/mlflow.db"), "not inside your workspace"),
     "0.3": (_stub_function, _wrong_within_budget, "2% of requests take 250 ms"),
+    "1.1": (..., Lazy(lambda: int(data.course_dataset()["is_fraud"].sum())), "looks like a count"),
+    "1.2": (..., Lazy(lambda: data.example_broken_batch().drop(columns=["debug_trace_id"])),
+            "still breaks the contract"),
+    "1.3": ((..., ..., ...), Lazy(_random_split), "a random split leaks the future"),
 }
 
 
@@ -46,7 +66,8 @@ def test_blank_stub_is_not_attempted(id, home):
 
 @pytest.mark.parametrize("id", sorted(WRONG))
 def test_plausible_wrong_answer_gets_a_specific_message(id, home):
-    status, message = exercises.evaluate(id, WRONG[id][1])
+    wrong = WRONG[id][1]
+    status, message = exercises.evaluate(id, wrong.make() if isinstance(wrong, Lazy) else wrong)
     assert status == "incorrect"
     assert WRONG[id][2] in message
 
@@ -78,7 +99,7 @@ def test_learner_function_that_raises_is_incorrect_not_a_crash(home):
 
 
 def test_unknown_exercise_lists_the_valid_ones():
-    with pytest.raises(LabError, match=r"no exercise '9.9'.*0\.1, 0\.2, 0\.3"):
+    with pytest.raises(LabError, match=r"no exercise '9.9'.*0\.1, 0\.2, 0\.3, 1\.1"):
         lab.check("9.9", 1)
 
 
