@@ -24,6 +24,9 @@ _LAZY = {
     "workspace": ("config", "ensure_home"),
     "config": ("config", None),
     "data": ("data", None),
+    "training": ("training", None),
+    "registry": ("registry", None),
+    "widgets": ("widgets", None),
 }
 
 __all__ = ["LabError", "reset", *_LAZY]

@@ -95,3 +95,25 @@ def mark_workspace() -> None:
     marker = path(".mlops-lab")
     if not marker.exists():
         marker.write_text("This folder is an mlops-lab workspace; `mlops-lab reset` may wipe it.\n")
+
+
+def learner() -> str:
+    """Who is running the labs: MLOPS_LAB_USER, else the login name (keeps workshop runs apart)."""
+    import getpass
+
+    name = os.environ.get("MLOPS_LAB_USER") or getpass.getuser() or "learner"
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)
+
+
+def _shared_store() -> bool:
+    return not tracking_uri().startswith(("sqlite:", "file:")) and "://" in tracking_uri()
+
+
+def experiment_name() -> str:
+    """One experiment per learner on a shared (workshop) server; plain 'cardguard' locally."""
+    return f"cardguard-{learner()}" if _shared_store() else "cardguard"
+
+
+def model_name() -> str:
+    """The registered model's name; per learner on a shared server, like the experiment."""
+    return f"{MODEL_NAME}-{learner()}" if _shared_store() else MODEL_NAME

@@ -18,3 +18,34 @@ def _course_dataset() -> None:
     if data.snapshot_path().exists():
         return
     data.save_snapshot(data.course_dataset())
+
+
+@step(2)
+def _tracked_runs() -> None:
+    """Lab 02 leaves a logged run for each model kind, trained on the course dataset."""
+    from . import data, training
+
+    _course_dataset()
+    frame = data.load_snapshot()
+    train, valid, _ = data.time_split(frame)
+    runs = training.compare_runs()
+    fingerprint = data.fingerprint(train)
+    done = set(runs.loc[runs.get("data_fingerprint", "") == fingerprint, "model_kind"]) if len(runs) else set()
+    for kind in training.MODEL_KINDS:
+        if kind not in done:
+            training.train_and_log(kind, train, valid, run_name=f"{kind} (lab.setup)")
+
+
+@step(3)
+def _champion() -> None:
+    """Lab 03 leaves a registered model whose champion passed the gate: the baseline first, then
+    the gradient-boosted model promoted over it."""
+    from . import data, registry, training
+
+    if registry.alias_version(registry.CHAMPION) is not None:
+        return
+    _, _, holdout = data.time_split(data.load_snapshot())
+    runs = training.compare_runs()
+    for kind in ("logistic_regression", "gradient_boosting"):
+        run_id = runs[runs["model_kind"] == kind]["valid_pr_auc"].idxmax()
+        registry.promote_if_better(registry.register(run_id), holdout)

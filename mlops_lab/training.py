@@ -3,6 +3,12 @@ cost-minimising threshold, and tracking runs in MLflow."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import time
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -48,3 +54,353 @@ def build_pipeline(kind: str = "gradient_boosting", **params):
         verbose_feature_names_out=False,
     )
     return Pipeline([("features", columns), ("model", model)])
+
+
+# --------------------------------------------------------------------------- metrics
+
+PRECISION_FLOOR = 0.5  # an alert must be right at least half the time, or reviewers drown
+REVIEW_FEE = 5.0  # euros to review one flagged payment
+
+
+def _check_fitted(pipeline) -> None:
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    if not hasattr(pipeline, "predict_proba"):
+        raise LabError(f"Expected a fitted scikit-learn pipeline with predict_proba, got {type(pipeline).__name__}.")
+    try:
+        check_is_fitted(pipeline)
+    except NotFittedError:
+        raise LabError(
+            "This pipeline is not fitted yet: call pipeline.fit(train[features], train['is_fraud']) first, "
+            "or use lab.training.train(...), which fits it for you."
+        ) from None
+
+
+def _check_frame(frame: pd.DataFrame, need_label: bool = True) -> None:
+    columns = data.feature_columns() + (["is_fraud"] if need_label else [])
+    report = data.validate_batch(frame, columns=[c for c in frame.columns if c in {x.name for x in data.CONTRACT}])
+    missing = [c for c in columns if c not in frame]
+    if missing:
+        raise LabError(f"The data has no column(s) {', '.join(missing)}: pass payments as simulated by lab.data.")
+    if not report.ok:
+        raise LabError(f"The data fails the contract, so scores on it would mean nothing.\n{report}")
+
+
+def predict_scores(pipeline, frame: pd.DataFrame) -> np.ndarray:
+    """Fraud probabilities for the payments in ``frame``."""
+    _check_fitted(pipeline)
+    return pipeline.predict_proba(frame[data.feature_columns()])[:, 1]
+
+
+def cost_curve(y_true, scores, amounts, review_fee: float = REVIEW_FEE) -> pd.DataFrame:
+    """Expected cost at every candidate threshold: a missed fraud costs its amount, a flagged
+    payment costs a review fee. One row per threshold (the distinct scores), vectorised."""
+    y = np.asarray(y_true, dtype=int)
+    s = np.asarray(scores, dtype=float)
+    a = np.asarray(amounts, dtype=float)
+    order = np.argsort(-s, kind="stable")
+    s, y, a = s[order], y[order], a[order]
+    # flagging the top k payments: caught fraud = cumulative fraud amount among them
+    flagged = np.arange(1, len(s) + 1)
+    caught_amount = np.cumsum(a * y)
+    tp = np.cumsum(y)
+    last = np.r_[s[1:] != s[:-1], True]  # one row per distinct score
+    thresholds = s[last]
+    flagged, caught_amount, tp = flagged[last], caught_amount[last], tp[last]
+    total_fraud_amount, total_fraud = float((a * y).sum()), int(y.sum())
+    curve = pd.DataFrame({
+        "threshold": thresholds,
+        "flagged": flagged,
+        "precision": tp / flagged,
+        "recall": tp / max(total_fraud, 1),
+        "missed_fraud_cost": total_fraud_amount - caught_amount,
+        "review_cost": flagged * review_fee,
+    })
+    curve["cost"] = curve["missed_fraud_cost"] + curve["review_cost"]
+    nothing = pd.DataFrame({"threshold": [1.0 + 1e-9], "flagged": [0], "precision": [1.0], "recall": [0.0],
+                            "missed_fraud_cost": [total_fraud_amount], "review_cost": [0.0],
+                            "cost": [total_fraud_amount]})
+    return pd.concat([nothing, curve], ignore_index=True)
+
+
+def choose_threshold(y_true, scores, amounts, review_fee: float = REVIEW_FEE) -> float:
+    """The threshold that minimises expected cost (flag when score >= threshold)."""
+    curve = cost_curve(y_true, scores, amounts, review_fee)
+    return float(curve.loc[curve["cost"].idxmin(), "threshold"])
+
+
+def metrics(y_true, scores, amounts, threshold: float, review_fee: float = REVIEW_FEE) -> dict[str, float]:
+    """PR-AUC, ROC-AUC, recall at the precision floor, and the cost at ``threshold``."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+    y = np.asarray(y_true, dtype=int)
+    s = np.asarray(scores, dtype=float)
+    a = np.asarray(amounts, dtype=float)
+    if y.min() == y.max():
+        raise LabError("These payments contain only one class (no fraud, or only fraud): metrics need both. "
+                       "Use a longer period of data.")
+    precision, recall, _ = precision_recall_curve(y, s)
+    flag = s >= threshold
+    cost = float((a * (y == 1) * ~flag).sum() + flag.sum() * review_fee)
+    return {
+        "pr_auc": float(average_precision_score(y, s)),
+        "roc_auc": float(roc_auc_score(y, s)),
+        f"recall_at_precision_{PRECISION_FLOOR:g}": float(recall[precision >= PRECISION_FLOOR].max()),
+        "cost": cost,
+        "cost_per_1000": 1000 * cost / len(y),
+        "precision": float(((y == 1) & flag).sum() / max(flag.sum(), 1)),
+        "recall": float(((y == 1) & flag).sum() / max(y.sum(), 1)),
+    }
+
+
+def evaluate(pipeline, frame: pd.DataFrame, threshold: float, review_fee: float = REVIEW_FEE) -> dict[str, float]:
+    """Score a fitted pipeline on labelled payments: every metric that matters for fraud."""
+    _check_frame(frame)
+    return metrics(frame["is_fraud"], predict_scores(pipeline, frame), frame["amount"], threshold, review_fee)
+
+
+@dataclass
+class TrainedModel:
+    pipeline: Any
+    kind: str
+    params: dict
+    threshold: float
+    valid_metrics: dict
+    train_record: dict
+    seconds: float
+
+
+def train(kind: str, train_frame: pd.DataFrame, valid_frame: pd.DataFrame, review_fee: float = REVIEW_FEE,
+          **params) -> TrainedModel:
+    """Fit a pipeline on ``train_frame``; choose the cost-minimising threshold on ``valid_frame``."""
+    _check_frame(train_frame)
+    _check_frame(valid_frame)
+    start = time.perf_counter()
+    pipeline = build_pipeline(kind, **params).fit(train_frame[data.feature_columns()], train_frame["is_fraud"])
+    seconds = time.perf_counter() - start
+    scores = predict_scores(pipeline, valid_frame)
+    threshold = choose_threshold(valid_frame["is_fraud"], scores, valid_frame["amount"], review_fee)
+    valid_metrics = metrics(valid_frame["is_fraud"], scores, valid_frame["amount"], threshold, review_fee)
+    return TrainedModel(pipeline, kind, params, threshold, valid_metrics,
+                        data.dataset_record(train_frame, "train"), seconds)
+
+
+# --------------------------------------------------------------------------- tracking
+
+
+def mlflow_client():
+    """Point MLflow at the course's tracking store and return the mlflow module.
+
+    Called by every function that talks to MLflow (never at import time). A store that cannot be
+    opened becomes one LabError that says what to do."""
+    import logging
+
+    import mlflow
+
+    from . import config
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # table creation chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    uri = config.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        config.ensure_home()
+        _check_sqlite_store(uri.removeprefix("sqlite:///"))
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow
+
+
+def use_tracking():
+    """For notebooks: point MLflow at the course's store and experiment; return the mlflow module."""
+    mlflow = mlflow_client()
+    mlflow.set_experiment(experiment_id=_experiment_id(mlflow))
+    return mlflow
+
+
+def _check_sqlite_store(path: str) -> None:
+    import os
+    import sqlite3
+
+    if not os.path.exists(path):
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            conn.execute("select name from sqlite_master limit 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise LabError(
+            f"The tracking store {path} is not a readable MLflow database ({exc}). It may be corrupt or "
+            "not a database at all: move it aside (`mv mlflow.db mlflow.db.broken`) or start again with "
+            "`mlops-lab reset`, then run lab.setup(n) for the lab you are on."
+        ) from None
+
+
+def _experiment_id(mlflow) -> str:
+    from . import config
+
+    name = config.experiment_name()
+    try:
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            return mlflow.create_experiment(name, artifact_location=_artifact_location())
+        return experiment.experiment_id
+    except Exception as exc:  # sqlalchemy, permission and connection errors all end here
+        raise LabError(
+            f"Cannot open the MLflow tracking store {config.tracking_uri()}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300]}. Check that the folder is writable and the file is an MLflow "
+            "database (`mlops-lab doctor` checks both), or `mlops-lab reset` to start again."
+        ) from None
+
+
+def _artifact_location() -> str | None:
+    from . import config
+
+    return config.artifact_location() if config.tracking_uri().startswith("sqlite:") else None
+
+
+def _git_commit() -> str | None:
+    import subprocess
+    from pathlib import Path
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _figures(y, scores, amounts, threshold, review_fee):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import PrecisionRecallDisplay
+
+    pr, ax = plt.subplots(figsize=(5, 4))
+    PrecisionRecallDisplay.from_predictions(y, scores, ax=ax, name="validation")
+    ax.set_title("Precision-recall (validation)")
+    cost, ax2 = plt.subplots(figsize=(5, 4))
+    curve = cost_curve(y, scores, amounts, review_fee)
+    ax2.plot(curve["threshold"].clip(upper=1), curve["cost"])
+    ax2.axvline(threshold, linestyle="--", color="grey")
+    ax2.set(xscale="log", xlabel="threshold", ylabel="expected cost (EUR)", title="Cost vs threshold (validation)")
+    for fig in (pr, cost):
+        fig.tight_layout()
+    plt.close(pr)
+    plt.close(cost)
+    return {"pr_curve.png": pr, "cost_curve.png": cost}
+
+
+def log_training_run(trained: TrainedModel, valid_frame: pd.DataFrame, run_name: str | None = None) -> str:
+    """Log a trained model to MLflow: params, metrics, data fingerprint and provenance, threshold,
+    git commit, two plots, and the model itself (MLflow 3 ``log_model(name=...)``). Returns the run id."""
+    import json
+
+    from mlflow.models import infer_signature
+
+    mlflow = mlflow_client()
+    experiment_id = _experiment_id(mlflow)
+    features = valid_frame[data.feature_columns()]
+    example = features.head(5)
+    scores = predict_scores(trained.pipeline, valid_frame)
+    with _quiet_mlflow():
+        signature = infer_signature(example, trained.pipeline.predict_proba(example))
+    record = trained.train_record
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or trained.kind) as run:
+        mlflow.log_params({"model_kind": trained.kind, **{f"model.{k}": v for k, v in trained.params.items()},
+                           "threshold": repr(float(trained.threshold)), "review_fee": REVIEW_FEE})
+        mlflow.log_metrics({f"valid_{k}": v for k, v in trained.valid_metrics.items()})
+        mlflow.log_metric("train_seconds", trained.seconds)
+        mlflow.set_tags({
+            "data.fingerprint": record["fingerprint"],
+            "data.rows": record["rows"],
+            "data.contract_version": record["contract_version"],
+            "data.contract_hash": record["contract_hash"],
+            "data.seed": record["provenance"].get("seed"),
+            "data.scenario": record["provenance"].get("scenario"),
+            "git.commit": _git_commit() or "unknown",
+        })
+        mlflow.log_dict(record, "data/train_record.json")
+        mlflow.log_dict(data.dataset_record(valid_frame, "valid"), "data/valid_record.json")
+        for name, fig in _figures(valid_frame["is_fraud"], scores, valid_frame["amount"], trained.threshold,
+                                  REVIEW_FEE).items():
+            mlflow.log_figure(fig, f"plots/{name}")
+        with _quiet_mlflow():
+            info = mlflow.sklearn.log_model(
+                trained.pipeline,
+                name="model",
+                signature=signature,
+                input_example=example,
+                # pickle, chosen explicitly: the serving bundle loads it without MLflow, with the same
+                # pinned scikit-learn, and only from our own registry (trusted)
+                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
+                pyfunc_predict_fn="predict_proba",
+                # stated, not inferred: inference re-loads the model in a subprocess (seconds per run)
+                pip_requirements=serving_requirements(),
+                metadata={"threshold": trained.threshold, "contract_version": data.CONTRACT_VERSION,
+                          "contract_hash": data.contract_hash(), "data_fingerprint": record["fingerprint"],
+                          "feature_columns": json.dumps(data.feature_columns())},
+            )
+        mlflow.set_tag("model_uri", info.model_uri)
+        return run.info.run_id
+
+
+def serving_requirements() -> list[str]:
+    """What a logged model needs to load: the exact versions of this environment."""
+    from importlib import metadata
+
+    return [f"{name}=={metadata.version(name)}" for name in ("scikit-learn", "numpy", "pandas", "scipy")]
+
+
+@contextlib.contextmanager
+def _quiet_mlflow():
+    """Silence MLflow's advice we have already acted on (pickle chosen on purpose; integer columns
+    never carry missing values in this contract), so notebooks show what matters."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def train_and_log(kind: str, train_frame: pd.DataFrame, valid_frame: pd.DataFrame, run_name: str | None = None,
+                  **params) -> str:
+    """Train (see :func:`train`) and log the run (see :func:`log_training_run`); return the run id."""
+    trained = train(kind, train_frame, valid_frame, **params)
+    return log_training_run(trained, valid_frame, run_name)
+
+
+def compare_runs(metric: str = "valid_pr_auc", max_runs: int = 50) -> pd.DataFrame:
+    """The experiment's finished runs that logged a model, as a tidy table, best first by ``metric``."""
+    mlflow = mlflow_client()
+    experiment_id = _experiment_id(mlflow)
+    runs = mlflow.search_runs([experiment_id], filter_string="attributes.status = 'FINISHED'",
+                              max_results=max_runs, order_by=[f"metrics.{metric} DESC"])
+    if not runs.empty:
+        runs = runs[runs["tags.model_uri"].notna()] if "tags.model_uri" in runs else runs.iloc[:0]
+    if runs.empty:
+        return pd.DataFrame(columns=["run_id", "run_name", "model_kind", "data_fingerprint", metric]).set_index("run_id")
+    keep = {"run_id": "run_id", "tags.mlflow.runName": "run_name", "params.model_kind": "model_kind",
+            "params.threshold": "threshold", "tags.data.fingerprint": "data_fingerprint",
+            "start_time": "started"}
+    table = runs[[c for c in keep if c in runs]].rename(columns=keep)
+    for col in sorted(c for c in runs if c.startswith("metrics.valid_")):
+        table[col.removeprefix("metrics.")] = runs[col]
+    for col in sorted(c for c in runs if c.startswith("params.model.")):
+        table[col.removeprefix("params.")] = runs[col]
+    return table.set_index("run_id")
+
+
+def mlflow_ui_command() -> str:
+    """The command that opens the MLflow UI on the course's tracking store."""
+    from . import config
+
+    return f"mlflow ui --backend-store-uri {config.tracking_uri()} --port 5000"

@@ -51,3 +51,17 @@ def test_reset_asks_first_unless_yes(home):
     assert result.returncode == 1 and (home / "mlflow.db").exists()
     assert run_cli("reset", "--yes", env=env).returncode == 0
     assert not (home / "mlflow.db").exists()
+
+
+def test_setup_4_leaves_a_gated_champion_and_is_idempotent(home, capsys):
+    from mlops_lab import registry, training
+
+    course.setup(4)
+    versions = registry.versions()
+    runs = training.compare_runs()
+    course.setup(4)
+    assert len(registry.versions()) == len(versions) == 2
+    assert len(training.compare_runs()) == len(runs) == 2
+    champion = registry.alias_version("champion")
+    assert versions.loc[champion, "model_kind"] == "gradient_boosting"
+    assert versions.loc[champion, "gate.verdict"] == "promoted"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import mlops_lab as lab
-from mlops_lab import data, exercises
+from mlops_lab import course, data, exercises, registry, training
 from mlops_lab.errors import LabError
 
 
@@ -45,7 +45,45 @@ WRONG = {
     "1.2": (..., Lazy(lambda: data.example_broken_batch().drop(columns=["debug_trace_id"])),
             "still breaks the contract"),
     "1.3": ((..., ..., ...), Lazy(_random_split), "a random split leaks the future"),
+    "2.1": (..., "accuracy", "accuracy rewards a model that never flags fraud"),
+    "2.2": (..., Lazy(lambda: _run_without_fingerprint()), "has no `data.fingerprint` tag"),
+    "2.3": (..., 0.5, "The default 0.5 ignores"),
+    "3.1": (..., Lazy(lambda: training.compare_runs().index[-1]), "the challenger is the best run on validation"),
+    "3.2": (_stub_function, lambda low, mean, margin=0.01: mean > 0, "the improvement may be noise"),
+    "3.3": (..., Lazy(lambda: registry.load("1")), "this is not the current champion"),
 }
+
+
+def _run_without_fingerprint():
+    mlflow = training.use_tracking()
+    with mlflow.start_run() as run:
+        mlflow.log_metric("valid_pr_auc", 0.5)
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def course_workspace(tmp_path_factory):
+    """A workspace prepared up to lab 04 (data, tracked runs, a champion), shared by these tests."""
+    import os
+
+    home = tmp_path_factory.mktemp("exercises")
+    old = os.environ["MLOPS_LAB_HOME"]
+    os.environ["MLOPS_LAB_HOME"] = str(home)
+    course.setup(4)
+    os.environ["MLOPS_LAB_HOME"] = old
+    return home
+
+
+@pytest.fixture
+def workspace_for(request, monkeypatch, tmp_path):
+    """Labs 00-01 get an empty workspace; later labs the prepared one."""
+    def prepare(id):
+        if int(id.split(".")[0]) >= 2:
+            home = request.getfixturevalue("course_workspace")
+        else:
+            home = tmp_path / "workspace"
+        monkeypatch.setenv("MLOPS_LAB_HOME", str(home))
+    return prepare
 
 
 def test_every_exercise_has_three_way_tests():
@@ -53,19 +91,22 @@ def test_every_exercise_has_three_way_tests():
 
 
 @pytest.mark.parametrize("id", sorted(WRONG))
-def test_reference_answer_is_correct(id, home):
+def test_reference_answer_is_correct(id, workspace_for):
+    workspace_for(id)
     ref = exercises.get(id).reference()
     assert exercises.evaluate(id, ref) == ("correct", "")
 
 
 @pytest.mark.parametrize("id", sorted(WRONG))
-def test_blank_stub_is_not_attempted(id, home):
+def test_blank_stub_is_not_attempted(id, workspace_for):
+    workspace_for(id)
     assert exercises.evaluate(id, WRONG[id][0])[0] == "not attempted"
     assert exercises.evaluate(id, None)[0] == "not attempted"
 
 
 @pytest.mark.parametrize("id", sorted(WRONG))
-def test_plausible_wrong_answer_gets_a_specific_message(id, home):
+def test_plausible_wrong_answer_gets_a_specific_message(id, workspace_for):
+    workspace_for(id)
     wrong = WRONG[id][1]
     status, message = exercises.evaluate(id, wrong.make() if isinstance(wrong, Lazy) else wrong)
     assert status == "incorrect"

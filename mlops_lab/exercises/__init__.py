@@ -17,7 +17,7 @@ from typing import Any
 from .. import config
 from ..errors import LabError
 
-LAB_MODULES = ("lab00", "lab01")
+LAB_MODULES = ("lab00", "lab01", "lab02", "lab03")
 
 
 class NotAttempted(Exception):

@@ -1,0 +1,131 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_lab import data, training
+from mlops_lab.errors import LabError
+
+
+@pytest.fixture(scope="module")
+def split():
+    return data.time_split(data.course_dataset())
+
+
+@pytest.fixture(scope="module")
+def boosted(split):
+    train, valid, _ = split
+    return training.train("gradient_boosting", train, valid)
+
+
+def test_pipeline_is_built_from_the_contract():
+    pipeline = training.build_pipeline("logistic_regression")
+    columns = pipeline.named_steps["features"].transformers
+    used = [c for _, _, cols in columns for c in cols]
+    assert sorted(used) == sorted(data.feature_columns())
+
+
+def test_threshold_minimises_cost(split, boosted):
+    _, valid, _ = split
+    scores = training.predict_scores(boosted.pipeline, valid)
+    curve = training.cost_curve(valid["is_fraud"], scores, valid["amount"])
+    y, a = valid["is_fraud"].to_numpy(), valid["amount"].to_numpy()
+
+    def cost(t):
+        flagged = scores >= t
+        return (a * (y == 1) * ~flagged).sum() + flagged.sum() * training.REVIEW_FEE
+
+    best = boosted.threshold
+    assert cost(best) == pytest.approx(curve["cost"].min())
+    for t in (0.5, 0.1, 0.01, best * 2, best / 2, 0.0):
+        assert cost(best) <= cost(t) + 1e-6
+    assert boosted.valid_metrics["cost"] == pytest.approx(cost(best))
+
+
+def test_metrics_on_a_tiny_known_case():
+    m = training.metrics([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], [10, 10, 100, 200], threshold=0.5, review_fee=5)
+    assert m["precision"] == 0.5 and m["recall"] == 0.5
+    assert m["cost"] == 100 + 2 * 5  # missed the 100 fraud; reviewed two payments
+    assert m["roc_auc"] == 0.75
+
+
+def test_boosted_beats_baseline_on_holdout(split, boosted):
+    train, valid, holdout = split
+    baseline = training.train("logistic_regression", train, valid)
+    assert (training.evaluate(boosted.pipeline, holdout, boosted.threshold)["pr_auc"]
+            > training.evaluate(baseline.pipeline, holdout, baseline.threshold)["pr_auc"])
+
+
+def test_unfitted_pipeline_says_fit_first(split):
+    with pytest.raises(LabError, match="not fitted yet: call pipeline.fit"):
+        training.evaluate(training.build_pipeline(), split[2], 0.5)
+
+
+def test_data_that_fails_the_contract_is_refused(split, boosted):
+    bad = split[2].head(500).copy()
+    bad.loc[3, "channel"] = "carrier pigeon"
+    with pytest.raises(LabError, match=r"(?s)fails the contract.*channel: must be one of"):
+        training.evaluate(boosted.pipeline, bad, 0.5)
+
+
+def test_unknown_model_kind(split):
+    with pytest.raises(LabError, match="Unknown model kind 'svm'; choose one of: logistic_regression"):
+        training.build_pipeline("svm")
+
+
+@pytest.fixture(scope="module")
+def tracked(split, boosted, tmp_path_factory):
+    import os
+
+    home = tmp_path_factory.mktemp("tracked")
+    old = os.environ["MLOPS_LAB_HOME"]
+    os.environ["MLOPS_LAB_HOME"] = str(home)
+    run_id = training.log_training_run(boosted, split[1], run_name="boosted")
+    yield run_id
+    os.environ["MLOPS_LAB_HOME"] = old
+
+
+def test_run_carries_its_fingerprint_threshold_and_model(tracked, split, boosted):
+    mlflow = training.mlflow_client()
+    run = mlflow.MlflowClient().get_run(tracked)
+    assert run.data.tags["data.fingerprint"] == data.fingerprint(split[0])
+    assert run.data.tags["data.contract_hash"] == data.contract_hash()
+    assert float(run.data.params["threshold"]) == boosted.threshold
+    assert run.data.metrics["valid_pr_auc"] == pytest.approx(boosted.valid_metrics["pr_auc"])
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(tracked, "plots")}
+    assert artifacts == {"plots/pr_curve.png", "plots/cost_curve.png"}
+    table = training.compare_runs()
+    assert table.loc[tracked, "data_fingerprint"] == data.fingerprint(split[0])
+
+
+def test_logged_model_reloads_and_predicts_the_same(tracked, split, boosted):
+    mlflow = training.mlflow_client()
+    uri = mlflow.MlflowClient().get_run(tracked).data.tags["model_uri"]
+    reloaded = mlflow.sklearn.load_model(uri)
+    holdout = split[2]
+    np.testing.assert_array_equal(training.predict_scores(reloaded, holdout),
+                                  training.predict_scores(boosted.pipeline, holdout))
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    probabilities = np.asarray(pyfunc.predict(holdout[data.feature_columns()].head(50)))
+    np.testing.assert_allclose(probabilities[:, 1], training.predict_scores(boosted.pipeline, holdout.head(50)))
+
+
+def test_corrupt_tracking_store_says_what_to_do(home):
+    home.mkdir()
+    (home / "mlflow.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LabError, match="not a readable MLflow database.*mlops-lab reset"):
+        training.compare_runs()
+
+
+def test_unwritable_tracking_store_says_what_to_do(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("MLOPS_LAB_HOME", str(blocker / "ws"))
+    with pytest.raises(LabError, match="not writable"):
+        training.compare_runs()
+
+
+def test_cost_curve_handles_ties():
+    curve = training.cost_curve([0, 1, 0, 1], [0.5, 0.5, 0.2, 0.9], [1, 10, 1, 20], review_fee=1)
+    assert list(curve["threshold"]) == pytest.approx([1.0 + 1e-9, 0.9, 0.5, 0.2])
+    assert list(curve["flagged"]) == [0, 1, 3, 4]
+    assert isinstance(curve, pd.DataFrame)
