@@ -27,6 +27,8 @@ _LAZY = {
     "training": ("training", None),
     "registry": ("registry", None),
     "widgets": ("widgets", None),
+    "serving": ("serving", None),
+    "container": ("container", None),
 }
 
 __all__ = ["LabError", "reset", *_LAZY]

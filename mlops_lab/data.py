@@ -384,12 +384,14 @@ def _compromise_bursts(rng, offsets, card, n_cards, tx_count_24h) -> np.ndarray:
     split puts payments of the same burst on both sides and lets the model recognise the card,
     which production never can (see time_split). Changes ``card`` and ``tx_count_24h`` in place."""
     n = len(offsets)
-    chosen = np.sort(rng.choice(n, size=max(3, int(n * 0.006)), replace=False))  # time-ordered rows
+    burst = np.zeros(n, dtype=bool)
+    if int(n * 0.006) < 3:  # too few payments for a burst
+        return burst
+    chosen = np.sort(rng.choice(n, size=int(n * 0.006), replace=False))  # time-ordered rows
     size = int(rng.integers(3, 8))
     group = np.arange(len(chosen)) // size  # consecutive chosen payments form one burst
     card[chosen] = rng.integers(0, n_cards, group.max() + 1)[group]
     tx_count_24h[chosen] = np.arange(len(chosen)) % size + rng.poisson(1.0, len(chosen))
-    burst = np.zeros(n, dtype=bool)
     burst[chosen] = True
     return burst
 

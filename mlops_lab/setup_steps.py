@@ -49,3 +49,8 @@ def _champion() -> None:
     for kind in ("logistic_regression", "gradient_boosting"):
         run_id = runs[runs["model_kind"] == kind]["valid_pr_auc"].idxmax()
         registry.promote_if_better(registry.register(run_id), holdout)
+
+
+@step(4)
+def _served() -> None:
+    """Lab 04 leaves a prediction log; nothing later depends on it, so setup makes none."""

@@ -6,18 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Set before any kernel (nbval, papermill) or server starts, so they inherit it.
-_SESSION_HOME = Path(tempfile.mkdtemp(prefix="mlops-lab-tests-"))
-os.environ["MLOPS_LAB_HOME"] = str(_SESSION_HOME)
-os.environ.pop("MLOPS_LAB_TRACKING_URI", None)
-os.environ.pop("MLOPS_LAB_STRICT", None)
 
 
 @pytest.fixture
@@ -26,6 +20,28 @@ def home(tmp_path, monkeypatch) -> Path:
     workspace = tmp_path / "workspace"
     monkeypatch.setenv("MLOPS_LAB_HOME", str(workspace))
     return workspace
+
+
+@pytest.fixture(scope="session")
+def course_home(tmp_path_factory) -> Path:
+    """A workspace prepared up to lab 04 (data, tracked runs, a gated champion), built once per session.
+    Tests that use it set MLOPS_LAB_HOME to it themselves (see use_course_home)."""
+    from mlops_lab import course
+
+    workspace = tmp_path_factory.mktemp("course-home")
+    old = os.environ["MLOPS_LAB_HOME"]
+    os.environ["MLOPS_LAB_HOME"] = str(workspace)
+    try:
+        course.setup(4, report=lambda _: None)
+    finally:
+        os.environ["MLOPS_LAB_HOME"] = old
+    return workspace
+
+
+@pytest.fixture
+def use_course_home(course_home, monkeypatch) -> Path:
+    monkeypatch.setenv("MLOPS_LAB_HOME", str(course_home))
+    return course_home
 
 
 @pytest.fixture
@@ -46,7 +62,3 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input:
         cwd=cwd or ROOT, env={**os.environ, **(env or {})}, input=input,
         capture_output=True, text=True, timeout=600,
     )
-
-
-def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_SESSION_HOME, ignore_errors=True)

@@ -222,3 +222,9 @@ def test_time_split_keeps_the_future_out_of_training():
 def test_time_split_on_too_little_data():
     with pytest.raises(LabError, match="too few for 7 validation and 7 holdout days"):
         data.time_split(data.simulate_transactions(days=10))
+
+
+@pytest.mark.parametrize("n", [1, 2, 10, 499])
+def test_tiny_batches(n):
+    frame = data.simulate_transactions(n)
+    assert len(frame) == n and data.validate_batch(frame).ok

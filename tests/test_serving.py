@@ -1,0 +1,218 @@
+"""The API against a real uvicorn server on 127.0.0.1, over HTTP."""
+
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from mlops_lab import data, registry, training
+from mlops_lab.errors import LabError
+from mlops_lab.serving import export_bundle, start_server, to_payload
+from mlops_lab.serving.schemas import MAX_BATCH
+
+
+@pytest.fixture(scope="module")
+def bundle(course_home, tmp_path_factory):
+    import os
+
+    old = os.environ["MLOPS_LAB_HOME"]
+    os.environ["MLOPS_LAB_HOME"] = str(course_home)
+    try:
+        return export_bundle(tmp_path_factory.mktemp("bundle"))
+    finally:
+        os.environ["MLOPS_LAB_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def server(bundle, tmp_path_factory):
+    log = tmp_path_factory.mktemp("predlog") / "predictions.jsonl"
+    with start_server(bundle=bundle, prediction_log=log) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def payments():
+    return data.simulate_transactions(300, start="2026-03-02", seed=5)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with httpx.Client(timeout=10) as c:
+        yield c
+
+
+def test_predict_one(server, client, payments):
+    body = to_payload(payments.head(1))[0]
+    response = client.post(f"{server.url}/predict", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["transaction_id"] == body["transaction_id"]
+    assert 0 <= answer["score"] <= 1 and answer["decision"] == ("flag" if answer["score"] >= answer["threshold"] else "approve")
+    assert answer["model_version"] == client.get(f"{server.url}/version").json()["version"]
+
+
+def test_scores_match_the_pipeline(server, client, payments, bundle):
+    import pickle
+
+    pipeline = pickle.loads((bundle / "model.pkl").read_bytes())
+    response = client.post(f"{server.url}/predict/batch", json={"transactions": to_payload(payments)})
+    assert response.status_code == 200
+    served = np.array([p["score"] for p in response.json()["predictions"]])
+    np.testing.assert_allclose(served, training.predict_scores(pipeline, payments), rtol=0, atol=1e-9)
+
+
+def test_invocations_speaks_both_mlflow_formats(server, client, payments):
+    records = to_payload(payments.head(20))
+    columns = list(records[0])
+    split = {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in records]}}
+    a = client.post(f"{server.url}/invocations", json={"dataframe_records": records})
+    b = client.post(f"{server.url}/invocations", json=split)
+    batch = client.post(f"{server.url}/predict/batch", json={"transactions": records}).json()["predictions"]
+    assert a.status_code == b.status_code == 200
+    assert a.json() == b.json()
+    assert [row[1] for row in a.json()["predictions"]] == pytest.approx([p["score"] for p in batch])
+
+
+def _valid(payments):
+    return to_payload(payments.head(1))[0]
+
+
+BAD_REQUESTS = [
+    # (name, how to break a valid body, status, field, rule)
+    ("missing field", lambda b: {k: v for k, v in b.items() if k != "amount"}, 422, "amount", "missing"),
+    ("extra field", lambda b: {**b, "cvv": "123"}, 422, "cvv", "extra_forbidden"),
+    ("wrong type", lambda b: {**b, "amount": "12.50"}, 422, "amount", "float_type"),
+    ("integer as float", lambda b: {**b, "hour": 3.5}, 422, "hour", "int_type"),
+    ("unknown category", lambda b: {**b, "channel": "fax"}, 422, "channel", "literal_error"),
+    ("negative amount", lambda b: {**b, "amount": -5.0}, 422, "amount", "greater_than_equal"),
+    ("hour out of range", lambda b: {**b, "hour": 24}, 422, "hour", "less_than_equal"),
+    ("null where not allowed", lambda b: {**b, "new_device": None}, 422, "new_device", "bool_type"),
+]
+
+
+@pytest.mark.parametrize("name, breaker, status, field, rule", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_payloads_name_the_field_and_rule(server, client, payments, name, breaker, status, field, rule):
+    response = client.post(f"{server.url}/predict", json=breaker(_valid(payments)))
+    assert response.status_code == status
+    errors = response.json()["errors"]
+    assert {"field": field, "rule": rule} in [{"field": e["field"], "rule": e["rule"]} for e in errors], errors
+    assert client.get(f"{server.url}/health").status_code == 200
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_rejected(server, client, payments, token):
+    raw = json.dumps({**_valid(payments), "amount": 1.0}).replace('"amount": 1.0', f'"amount": {token}')
+    response = client.post(f"{server.url}/predict", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert [(e["field"], e["rule"]) for e in response.json()["errors"]] == [("amount", "finite_number")]
+
+
+def test_empty_and_oversized_batches(server, client, payments):
+    empty = client.post(f"{server.url}/predict/batch", json={"transactions": []})
+    assert empty.status_code == 422 and empty.json()["errors"][0]["field"] == "transactions"
+    assert empty.json()["errors"][0]["rule"] == "too_short"
+    one = _valid(payments)
+    big = client.post(f"{server.url}/predict/batch", json={"transactions": [one] * (MAX_BATCH + 1)})
+    assert big.status_code == 422 and big.json()["errors"][0]["rule"] == "too_long"
+    records = client.post(f"{server.url}/invocations", json={"dataframe_records": [{**one, "amount": -1}]})
+    assert records.status_code == 422 and records.json()["errors"][0]["field"] == "dataframe_records[0].amount"
+
+
+def test_malformed_json_and_wrong_content_type(server, client, payments):
+    broken = client.post(f"{server.url}/predict", content=b'{"amount": 12.5,', headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and "malformed JSON" in broken.json()["detail"]
+    text = client.post(f"{server.url}/predict", content=json.dumps(_valid(payments)), headers={"content-type": "text/plain"})
+    assert text.status_code == 415 and "application/json" in text.json()["detail"]
+    odd = client.post(f"{server.url}/invocations", json={"instances": [1, 2]})
+    assert odd.status_code == 422 and "dataframe_split" in odd.json()["detail"]
+    assert client.get(f"{server.url}/ready").status_code == 200
+
+
+def test_metrics_version_and_health(server, client, payments):
+    client.post(f"{server.url}/predict", json=_valid(payments))
+    text = client.get(f"{server.url}/metrics").text
+    assert 'cardguard_requests_total{endpoint="/predict",status="200"}' in text
+    assert 'cardguard_requests_total{endpoint="/predict",status="422"}' in text
+    assert 'cardguard_request_duration_seconds_bucket{endpoint="/predict",le="0.01"}' in text
+    assert "cardguard_predictions_total{decision=" in text
+    version = client.get(f"{server.url}/version").json()
+    assert f'cardguard_model_info{{alias="{version["alias"]}",contract_hash="{data.contract_hash()}"' in text
+    assert version["contract_hash"] == data.contract_hash() and version["source"].startswith("bundle:")
+    assert client.get(f"{server.url}/docs").status_code == 200
+
+
+def test_prediction_log_loses_nothing_on_shutdown(bundle, tmp_path, payments):
+    log = tmp_path / "log.jsonl"
+    with start_server(bundle=bundle, prediction_log=log) as handle:
+        with httpx.Client() as c:
+            ids = []
+            for i in range(0, 300, 50):
+                answer = c.post(f"{handle.url}/predict/batch", json={"transactions": to_payload(payments.iloc[i:i + 50])})
+                ids += [p["request_id"] for p in answer.json()["predictions"]]
+    assert handle.stop() in (0, -15)  # uvicorn re-raises SIGTERM after its graceful shutdown
+    assert "Application shutdown complete" in handle.logs()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["request_id"] for r in lines] == ids
+    assert set(lines[0]) == {"request_id", "transaction_id", "timestamp", "features", "score", "decision", "model_version"}
+    assert set(lines[0]["features"]) == set(data.feature_columns())
+
+
+def test_no_model_at_the_alias_says_why(use_course_home):
+    with pytest.raises(LabError) as info:
+        start_server(alias="nonexistent", timeout=60)
+    message = str(info.value)
+    assert "cannot serve: model not ready: No nonexistent for model 'cardguard'" in message
+    assert "ERROR mlops_lab.serving: model not ready" in message  # the server's own log line
+
+
+def test_reload_needs_the_admin_token(server, client):
+    assert client.post(f"{server.url}/admin/reload").status_code == 403
+
+
+def test_hot_reload_under_load_fails_no_request(use_course_home, payments):
+    """Steady concurrent load while the champion flips between two versions and the server reloads."""
+    versions = registry.versions()
+    champion = registry.alias_version("champion")
+    other = next(v for v in versions.index if v != champion)
+    bodies = to_payload(payments)
+    failures, seen, stop = [], set(), threading.Event()
+    counts = [0] * 4
+
+    def load(worker):
+        with httpx.Client(timeout=10) as c:
+            i = worker
+            while not stop.is_set():
+                try:
+                    r = c.post(f"{handle.url}/predict", json=bodies[i % len(bodies)])
+                    if r.status_code != 200:
+                        failures.append(r.status_code)
+                    else:
+                        seen.add(r.json()["model_version"])
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                counts[worker] += 1
+                i += 4
+
+    with start_server(admin_token="s3cret") as handle:
+        threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            with httpx.Client(timeout=60) as admin:
+                assert admin.post(f"{handle.url}/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+                for target in [other, champion, other, champion]:
+                    registry.set_alias("champion", target)
+                    answer = admin.post(f"{handle.url}/admin/reload", headers={"Authorization": "Bearer s3cret"})
+                    assert answer.status_code == 200 and answer.json()["new_version"] == target
+                    time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+            registry.set_alias("champion", champion)
+    assert failures == []
+    assert sum(counts) > 200
+    assert seen == {champion, other}
