@@ -103,5 +103,41 @@ def run(numbers: tuple[str, ...], labs: bool, keep_workspace: bool, timeout: int
         sys.exit(1)
 
 
+@main.command()
+@click.option("--bundle", type=click.Path(path_type=Path, file_okay=False), help="Serve an exported bundle.")
+@click.option("--alias", default="champion", show_default=True, help="Registry alias to serve (without --bundle).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def serve(bundle: Path | None, alias: str, host: str, port: int) -> None:
+    """Serve the champion (or a bundle) with uvicorn in the foreground; Ctrl+C stops it gracefully."""
+    import os
+
+    import uvicorn
+
+    os.environ["MLOPS_LAB_MODEL_ALIAS"] = alias
+    if bundle:
+        os.environ["MLOPS_LAB_BUNDLE"] = str(bundle.resolve())
+    uvicorn.run("mlops_lab.serving.app:app_from_env", factory=True, host=host, port=port)
+
+
+@main.command()
+@click.option("--tag", default="cardguard:latest", show_default=True)
+@click.option("--base-image", help="Base image (default: MLOPS_LAB_BASE_IMAGE or python:3.11-slim).")
+@click.option("--run", "run_it", is_flag=True, help="Also run the image and wait until it is healthy.")
+def container(tag: str, base_image: str | None, run_it: bool) -> None:
+    """Build the serving image from the champion (context in the workspace) with the Docker SDK."""
+    from . import container as c
+
+    context = c.build_context()
+    click.echo(f"build context: {context}")
+    info = c.build_image(context, tag=tag, base=base_image, report=click.echo)
+    click.echo(f"built {info['tag']} ({info['size_mb']:.0f} MB) in {info['seconds']:.0f} s")
+    if run_it:
+        handle = c.run_container(tag, wait_for_health=True)
+        click.echo(f"container {handle.container.short_id} is healthy at {handle.url} "
+                   f"(ready {handle.seconds_to_ready:.1f} s after start); stop it with "
+                   f"`docker rm -f {handle.container.short_id}`")
+
+
 if __name__ == "__main__":
     main()

@@ -118,7 +118,11 @@ def dockerfile_problems(text: str) -> list[tuple[str, str]]:
 
 def hadolint(path: str | Path) -> tuple[int, str] | None:
     """Run hadolint (missing HEALTHCHECK is an error, warnings fail); None when it is not installed."""
-    exe = shutil.which("hadolint")
+    import sys
+
+    # the virtualenv's own bin/ first: it is not on PATH when python is called by its full path
+    beside = Path(sys.executable).parent / "hadolint"
+    exe = str(beside) if beside.exists() else shutil.which("hadolint")
     if exe is None:
         return None
     out = subprocess.run([exe, "--no-color", "--error", "DL3057", "--failure-threshold", "warning", str(path)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -22,19 +23,28 @@ def home(tmp_path, monkeypatch) -> Path:
     return workspace
 
 
+@contextlib.contextmanager
+def using_home(path: Path):
+    """Point MLOPS_LAB_HOME at ``path`` for a block (for module- and session-scoped fixtures)."""
+    old = os.environ.get("MLOPS_LAB_HOME")
+    os.environ["MLOPS_LAB_HOME"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("MLOPS_LAB_HOME", None)
+        else:
+            os.environ["MLOPS_LAB_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def course_home(tmp_path_factory) -> Path:
     """A workspace prepared up to lab 04 (data, tracked runs, a gated champion), built once per session.
     Tests that use it set MLOPS_LAB_HOME to it themselves (see use_course_home)."""
     from mlops_lab import course
 
-    workspace = tmp_path_factory.mktemp("course-home")
-    old = os.environ["MLOPS_LAB_HOME"]
-    os.environ["MLOPS_LAB_HOME"] = str(workspace)
-    try:
+    with using_home(tmp_path_factory.mktemp("course-home")) as workspace:
         course.setup(4, report=lambda _: None)
-    finally:
-        os.environ["MLOPS_LAB_HOME"] = old
     return workspace
 
 

@@ -7,6 +7,8 @@ import pytest
 from mlops_lab import container, data
 from mlops_lab.serving import to_payload
 
+from .conftest import using_home
+
 TEMPLATE = container.FILES / "Dockerfile"
 
 
@@ -53,14 +55,8 @@ def test_broken_dockerfiles_are_caught(change, rule):
 
 @pytest.fixture(scope="module")
 def context(course_home, tmp_path_factory):
-    import os
-
-    old = os.environ["MLOPS_LAB_HOME"]
-    os.environ["MLOPS_LAB_HOME"] = str(course_home)
-    try:
+    with using_home(course_home):
         return container.build_context(tmp_path_factory.mktemp("ctx") / "context")
-    finally:
-        os.environ["MLOPS_LAB_HOME"] = old
 
 
 def test_context_holds_only_what_serving_needs(context):

@@ -3,23 +3,20 @@ import pytest
 from mlops_lab import data, registry, training
 from mlops_lab.errors import LabError
 
+from .conftest import using_home
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A workspace with three logged runs: baseline, boosted, and a near-copy of boosted."""
-    import os
-
-    home = tmp_path_factory.mktemp("registry")
-    old = os.environ["MLOPS_LAB_HOME"]
-    os.environ["MLOPS_LAB_HOME"] = str(home)
-    train, valid, holdout = data.time_split(data.course_dataset())
-    runs = {
-        "baseline": training.train_and_log("logistic_regression", train, valid),
-        "boosted": training.train_and_log("gradient_boosting", train, valid),
-        "boosted_twin": training.train_and_log("gradient_boosting", train, valid, learning_rate=0.105),
-    }
-    yield runs, holdout
-    os.environ["MLOPS_LAB_HOME"] = old
+    with using_home(tmp_path_factory.mktemp("registry")):
+        train, valid, holdout = data.time_split(data.course_dataset())
+        runs = {
+            "baseline": training.train_and_log("logistic_regression", train, valid),
+            "boosted": training.train_and_log("gradient_boosting", train, valid),
+            "boosted_twin": training.train_and_log("gradient_boosting", train, valid, learning_rate=0.105),
+        }
+        yield runs, holdout
 
 
 def test_missing_champion_says_how_to_get_one(store):

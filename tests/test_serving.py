@@ -13,17 +13,13 @@ from mlops_lab.errors import LabError
 from mlops_lab.serving import export_bundle, start_server, to_payload
 from mlops_lab.serving.schemas import MAX_BATCH
 
+from .conftest import using_home
+
 
 @pytest.fixture(scope="module")
 def bundle(course_home, tmp_path_factory):
-    import os
-
-    old = os.environ["MLOPS_LAB_HOME"]
-    os.environ["MLOPS_LAB_HOME"] = str(course_home)
-    try:
+    with using_home(course_home):
         return export_bundle(tmp_path_factory.mktemp("bundle"))
-    finally:
-        os.environ["MLOPS_LAB_HOME"] = old
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +212,23 @@ def test_hot_reload_under_load_fails_no_request(use_course_home, payments):
     assert failures == []
     assert sum(counts) > 200
     assert seen == {champion, other}
+
+
+def test_mlops_lab_serve_command(bundle, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from mlops_lab.serving.server import free_port, wait_until_ready
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "mlops_lab.cli", "serve", "--bundle", str(bundle), "--port", str(port)],
+                               env={**os.environ, "MLOPS_LAB_PREDICTION_LOG": str(tmp_path / "log.jsonl")},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, 60, alive=lambda: process.poll() is None)
+        assert httpx.get(f"{url}/version").json()["source"] == f"bundle:{bundle}"
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -5,6 +5,8 @@ import pytest
 from mlops_lab import data, training
 from mlops_lab.errors import LabError
 
+from .conftest import using_home
+
 
 @pytest.fixture(scope="module")
 def split():
@@ -74,14 +76,8 @@ def test_unknown_model_kind(split):
 
 @pytest.fixture(scope="module")
 def tracked(split, boosted, tmp_path_factory):
-    import os
-
-    home = tmp_path_factory.mktemp("tracked")
-    old = os.environ["MLOPS_LAB_HOME"]
-    os.environ["MLOPS_LAB_HOME"] = str(home)
-    run_id = training.log_training_run(boosted, split[1], run_name="boosted")
-    yield run_id
-    os.environ["MLOPS_LAB_HOME"] = old
+    with using_home(tmp_path_factory.mktemp("tracked")):
+        yield training.log_training_run(boosted, split[1], run_name="boosted")
 
 
 def test_run_carries_its_fingerprint_threshold_and_model(tracked, split, boosted):

@@ -81,13 +81,11 @@ def _check_logged_run(run_id) -> None:
 
 
 def _costs(threshold: float) -> tuple[float, float]:
+    """(cost at ``threshold``, cost at the best threshold) on the validation payments."""
     _, valid, _ = _split()
-    model = _trained_gb()
-    scores = training.predict_scores(model, valid)
+    scores = training.predict_scores(_trained_gb(), valid)
     curve = training.cost_curve(valid["is_fraud"], scores, valid["amount"])
-    flagged = scores >= threshold
-    y, a = valid["is_fraud"].to_numpy(), valid["amount"].to_numpy()
-    cost = float((a * (y == 1) * ~flagged).sum() + flagged.sum() * training.REVIEW_FEE)
+    cost = training.metrics(valid["is_fraud"], scores, valid["amount"], threshold)["cost"]
     return cost, float(curve["cost"].min())
 
 
