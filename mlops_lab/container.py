@@ -172,8 +172,13 @@ def build_image(context: str | Path, tag: str = DEFAULT_TAG, base: str | None = 
                     if line.startswith("Step ") or line.startswith("Successfully"):
                         report(line)
             if "error" in chunk:
-                raise LabError(f"docker build failed: {chunk['error'].strip()}\nLast build output:\n"
-                               + "\n".join(tail[-15:]))
+                error = chunk["error"].strip()
+                hint = ""
+                if any(word in error for word in ("registry", "pull access", "no such host", "manifest")):
+                    hint = (f"\nThe base image {base} could not be pulled. Without access to Docker Hub, build a "
+                            "local one from Debian packages (`bash .ci/base-image.sh`) and set "
+                            "MLOPS_LAB_BASE_IMAGE=mlops-lab/python:3.11-slim-local.")
+                raise LabError(f"docker build failed: {error}{hint}\nLast build output:\n" + "\n".join(tail[-15:]))
     except LabError:
         raise
     except Exception as exc:

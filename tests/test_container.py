@@ -5,6 +5,7 @@ import httpx
 import pytest
 
 from mlops_lab import container, data
+from mlops_lab.errors import LabError
 from mlops_lab.serving import to_payload
 
 from .conftest import using_home
@@ -104,3 +105,10 @@ def test_image_builds_runs_and_serves(image):
 
     with pytest.raises(docker.errors.NotFound):
         docker.from_env().containers.get(container_id)
+
+
+def test_missing_base_image_says_how_to_build_one(context):
+    if not container.docker_available():
+        pytest.skip("no Docker daemon can be reached here")
+    with pytest.raises(LabError, match=r"could not be pulled.*bash \.ci/base-image\.sh.*MLOPS_LAB_BASE_IMAGE"):
+        container.build_image(context, tag="cardguard:never", base="mlops-lab/no-such-base:0", report=lambda _: None)
