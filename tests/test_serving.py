@@ -232,3 +232,20 @@ def test_mlops_lab_serve_command(bundle, tmp_path):
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_alias_poller_swaps_to_the_new_champion(use_course_home, payments):
+    champion = registry.alias_version("champion")
+    other = next(v for v in registry.versions().index if v != champion)
+    with start_server(poll_seconds=0.5) as handle:
+        assert httpx.get(f"{handle.url}/version").json()["version"] == champion
+        try:
+            registry.set_alias("champion", other)
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{handle.url}/version").json()["version"] != other:
+                assert time.monotonic() < deadline, "the poller did not pick up the new champion"
+                time.sleep(0.2)
+            answer = httpx.post(f"{handle.url}/predict", json=to_payload(payments.head(1))[0]).json()
+            assert answer["model_version"] == other
+        finally:
+            registry.set_alias("champion", champion)

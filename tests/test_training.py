@@ -125,3 +125,21 @@ def test_cost_curve_handles_ties():
     assert list(curve["threshold"]) == pytest.approx([1.0 + 1e-9, 0.9, 0.5, 0.2])
     assert list(curve["flagged"]) == [0, 1, 3, 4]
     assert isinstance(curve, pd.DataFrame)
+
+
+def test_threshold_explorer_logic_and_widget(split, boosted):
+    from mlops_lab import widgets
+
+    _, valid, _ = split
+    scores = training.predict_scores(boosted.pipeline, valid)
+    m = training.metrics(valid["is_fraud"], scores, valid["amount"], boosted.threshold)
+    text = widgets.describe_threshold(m, boosted.threshold, training.REVIEW_FEE)
+    assert f"{m['recall']:.0%} of fraud" in text and f"EUR {m['cost']:,.0f}" in text
+    box = widgets.threshold_explorer(boosted.pipeline, valid.head(3000))
+    slider, fee, button = box.children[0].children
+    before = box.children[1].value
+    slider.value = 0.5  # moving the slider recomputes the text from metrics()
+    after = box.children[1].value
+    expected = training.metrics(valid.head(3000)["is_fraud"], training.predict_scores(boosted.pipeline, valid.head(3000)),
+                                valid.head(3000)["amount"], 0.5)
+    assert before != after and widgets.describe_threshold(expected, 0.5, fee.value) in after
