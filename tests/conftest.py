@@ -55,6 +55,15 @@ def use_course_home(course_home, monkeypatch) -> Path:
 
 
 @pytest.fixture
+def unwritable_home(tmp_path, monkeypatch) -> Path:
+    """MLOPS_LAB_HOME below a regular file: it can never be created (even as root)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MLOPS_LAB_HOME", str(blocker / "workspace"))
+    return blocker / "workspace"
+
+
+@pytest.fixture
 def course_copy(tmp_path) -> Path:
     """A throwaway copy of the course folder (pyproject, solutions, labs) to edit freely."""
     dest = tmp_path / "course"

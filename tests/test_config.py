@@ -32,10 +32,7 @@ def test_tracking_uri_can_be_overridden(home, monkeypatch):
     assert config.tracking_uri() == "http://127.0.0.1:5000"
 
 
-def test_unwritable_workspace_says_what_to_do(tmp_path, monkeypatch):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder")
-    monkeypatch.setenv("MLOPS_LAB_HOME", str(blocker / "workspace"))
+def test_unwritable_workspace_says_what_to_do(unwritable_home):
     with pytest.raises(LabError, match="not writable.*MLOPS_LAB_HOME"):
         config.ensure_home()
 

@@ -59,9 +59,11 @@ def test_provenance_is_recorded():
     assert record["fingerprint"] == data.fingerprint(frame) and record["contract_hash"] == data.contract_hash()
 
 
-def test_a_million_rows_in_seconds():
+def test_a_million_rows():
+    # speed is measured by benchmarks/simulator.py, not asserted here
     frame = data.simulate_transactions(1_000_000)
-    assert len(frame) == 1_000_000  # speed itself is measured by benchmarks/simulator.py
+    assert len(frame) == 1_000_000 and frame["transaction_id"].is_unique
+    assert 0.005 <= frame["is_fraud"].mean() <= 0.02
 
 
 def _pr_auc(kind, train, test):

@@ -112,10 +112,7 @@ def test_corrupt_tracking_store_says_what_to_do(home):
         training.compare_runs()
 
 
-def test_unwritable_tracking_store_says_what_to_do(tmp_path, monkeypatch):
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    monkeypatch.setenv("MLOPS_LAB_HOME", str(blocker / "ws"))
+def test_unwritable_tracking_store_says_what_to_do(unwritable_home):
     with pytest.raises(LabError, match="not writable"):
         training.compare_runs()
 
