@@ -68,11 +68,9 @@ def _tracking_store() -> Check:
 
 
 def _docker() -> Check:
-    try:
-        import docker
+    from .container import docker_available
 
-        docker.from_env(timeout=3).ping()
-    except Exception:
+    if not docker_available():
         return Check(
             "docker daemon", False,
             "not reachable: lab 05 runs the same server entrypoint as a local process instead of a container",
