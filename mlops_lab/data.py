@@ -332,7 +332,6 @@ def simulate_transactions(
     timestamp = (start_ts + pd.to_timedelta(offsets, unit="s")).as_unit("us")
     frame = pd.DataFrame(
         {
-            "transaction_id": _ids(seed, start_ts, n),
             "timestamp": timestamp,
             "amount": reported_amount,
             "merchant_category": np.asarray(MERCHANT_CATEGORIES, dtype=object)[category],
@@ -349,7 +348,7 @@ def simulate_transactions(
         }
     )
     frame = frame.iloc[order2].reset_index(drop=True)
-    frame["transaction_id"] = _ids(seed, start_ts, n)
+    frame.insert(0, "transaction_id", _ids(seed, start_ts, n))
     frame = _with_contract_dtypes(frame)
     frame.attrs["provenance"] = {
         "generator": "mlops_lab.data.simulate_transactions",

@@ -35,6 +35,11 @@ END = "### END SOLUTION"
 STUB_PREFIX = "#>"
 NOTEBOOK_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 DEFAULT_STUB = "# YOUR CODE HERE"
+# the only notebook metadata kept: no execution noise, a kernel every machine has
+NOTEBOOK_METADATA = {
+    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+    "language_info": {"name": "python"},
+}
 
 
 def repo_root(start: Path | None = None) -> Path:
@@ -121,10 +126,7 @@ def lab_from_solution(solution_path: Path):
         new.metadata = _clean_cell_metadata(cell.metadata)
         cells.append(new)
     lab = nbformat.v4.new_notebook(cells=cells)
-    lab.metadata = {
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    }
+    lab.metadata = dict(NOTEBOOK_METADATA)
     lab.nbformat, lab.nbformat_minor = 4, 5
     return lab
 
@@ -317,8 +319,6 @@ def summary_table(results: list[RunResult]) -> str:
 
 def execute_solutions(numbers: list[str] | None = None, root: Path | None = None, report=print) -> list[RunResult]:
     """Maintainers: re-execute solutions in a fresh workspace and commit their outputs (for nbval)."""
-    import nbformat
-
     root = repo_root(root)
     results = run(numbers, labs=False, root=root, report=report)
     for result in results:
@@ -327,9 +327,6 @@ def execute_solutions(numbers: list[str] | None = None, root: Path | None = None
         nb = read_notebook(result.output)
         for cell in nb.cells:
             cell.metadata = _clean_cell_metadata(cell.metadata)
-        nb.metadata = {
-            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-            "language_info": {"name": "python"},
-        }
-        (root / "solutions" / result.notebook).write_text(nbformat.writes(nb) + "\n")
+        nb.metadata = dict(NOTEBOOK_METADATA)
+        (root / "solutions" / result.notebook).write_text(_dumps(nb))
     return results

@@ -30,7 +30,7 @@ def _tracked_runs() -> None:
     train, valid, _ = data.time_split(frame)
     runs = training.compare_runs()
     fingerprint = data.fingerprint(train)
-    done = set(runs.loc[runs.get("data_fingerprint", "") == fingerprint, "model_kind"]) if len(runs) else set()
+    done = set(runs.loc[runs["data_fingerprint"] == fingerprint, "model_kind"])
     for kind in training.MODEL_KINDS:
         if kind not in done:
             training.train_and_log(kind, train, valid, run_name=f"{kind} (lab.setup)")

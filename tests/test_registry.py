@@ -61,7 +61,7 @@ def test_gate_story(store):
         registry.rollback(name=name)
 
 
-def test_within_noise_is_not_promoted():
+def test_promotion_rule_needs_real_and_large_enough_gains():
     assert registry.should_promote(0.02, 0.05)
     assert not registry.should_promote(-0.001, 0.05)
     assert not registry.should_promote(0.001, 0.005)
