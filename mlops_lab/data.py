@@ -582,6 +582,25 @@ def time_split(frame: pd.DataFrame, valid_days: int = 7, holdout_days: int = 7):
     return tuple(p.reset_index(drop=True) for p in parts)
 
 
+def labels_known_at(frame: pd.DataFrame, as_of) -> pd.DataFrame:
+    """The rows whose label had arrived by ``as_of`` (``label_available_at <= as_of``).
+
+    Labels arrive late (chargebacks take days to weeks), so any decision made at ``as_of`` (a
+    split, a gate, a live metric) may only use these rows. Evaluating on rows whose label came
+    later uses knowledge nobody had at decision time."""
+    if "label_available_at" not in frame:
+        raise LabError("labels_known_at needs a 'label_available_at' column; this frame has none.")
+    try:
+        cutoff = pd.Timestamp(as_of)
+    except (TypeError, ValueError) as exc:
+        raise LabError(f"as_of={as_of!r} is not a time; pass a timestamp such as '2026-02-16 00:00'.") from exc
+    if pd.isna(cutoff):
+        raise LabError("as_of is missing (NaT); pass the decision time as a timestamp.")
+    known = frame[frame["label_available_at"] <= cutoff].reset_index(drop=True)
+    known.attrs = dict(frame.attrs)
+    return known
+
+
 # --------------------------------------------------------------------------- the workspace snapshot
 
 COURSE_DATA = {"days": 42, "start": "2026-01-05", "seed": config.SEED}

@@ -230,3 +230,18 @@ def test_time_split_on_too_little_data():
 def test_tiny_batches(n):
     frame = data.simulate_transactions(n)
     assert len(frame) == n and data.validate_batch(frame).ok
+
+
+def test_labels_known_at_keeps_only_labels_that_had_arrived():
+    frame = data.simulate_transactions(days=60, start="2026-01-05", seed=3)
+    as_of = frame["timestamp"].max()  # the end of the data: recent payments have no label yet
+    known = data.labels_known_at(frame, as_of)
+    assert 0 < len(known) < len(frame)
+    assert (known["label_available_at"] <= as_of).all()
+    # a label one second late is excluded; exactly on time is included
+    edge = frame["label_available_at"].iloc[0]
+    assert frame["transaction_id"].iloc[0] in set(data.labels_known_at(frame, edge)["transaction_id"])
+    late = data.labels_known_at(frame, edge - pd.Timedelta(seconds=1))
+    assert frame["transaction_id"].iloc[0] not in set(late["transaction_id"])
+    with pytest.raises(LabError, match="as_of"):
+        data.labels_known_at(frame, "not a time")
