@@ -29,6 +29,28 @@ class Incorrect(AssertionError):
 
 
 @dataclass(frozen=True)
+class Case:
+    """An answer kept beside its exercise so the check itself is tested (tests/test_exercise_cases.py):
+    a plausible wrong answer, with words its message must contain, or a right answer written
+    differently. ``make`` builds the answer lazily (some are expensive, some need a workspace)."""
+
+    label: str
+    make: Callable[[], Any]
+    expect: str  # "incorrect" or "correct"
+    words: str = ""  # for "incorrect": words the message must contain
+
+
+def wrong(label: str, make: Callable[[], Any], words: str) -> Case:
+    """A plausible wrong answer; its check message must contain ``words``."""
+    return Case(label, make, "incorrect", words)
+
+
+def right(label: str, make: Callable[[], Any]) -> Case:
+    """A right answer written differently from the reference; it must be "correct"."""
+    return Case(label, make, "correct")
+
+
+@dataclass(frozen=True)
 class Exercise:
     id: str
     title: str
@@ -36,16 +58,20 @@ class Exercise:
     reference: Callable[[], Any]  # builds the reference answer
     solution: str  # code shown by lab.solution(id)
     hints: tuple[str, ...] = field(default_factory=tuple)
+    stub: Callable[[], Any] = lambda: ...  # builds what the generated lab's blank stub holds
+    cases: tuple[Case, ...] = field(default_factory=tuple)
 
 
 _REGISTRY: dict[str, Exercise] = {}
 
 
-def exercise(id: str, title: str, *, solution: str, hints: tuple[str, ...], reference: Callable[[], Any]):
-    """Decorator that registers a checker function as exercise ``id``."""
+def exercise(id: str, title: str, *, solution: str, hints: tuple[str, ...], reference: Callable[[], Any],
+             stub: Callable[[], Any] | None = None, cases: tuple[Case, ...] = ()):
+    """Decorator that registers a checker function as exercise ``id``, with the answers that test it."""
 
     def register(checker: Callable[[Any], None]) -> Callable[[Any], None]:
-        _REGISTRY[id] = Exercise(id, title, checker, reference, solution.strip(), tuple(hints))
+        _REGISTRY[id] = Exercise(id, title, checker, reference, solution.strip(), tuple(hints),
+                                 stub or (lambda: ...), tuple(cases))
         return checker
 
     return register

@@ -1,0 +1,51 @@
+"""Every exercise is tested with the answers kept beside it (``cases=`` in ``mlops_lab.exercises``):
+its reference answer is correct, its blank stub is not attempted, at least three plausible wrong
+answers are each "incorrect" with a specific message, and every right answer written differently
+is "correct"."""
+
+import pytest
+
+from mlops_lab import exercises
+
+EXERCISES = exercises.all_exercises()
+CASES = [(id, case) for id, ex in EXERCISES.items() for case in ex.cases]
+
+
+@pytest.fixture
+def workspace_for(request, monkeypatch, tmp_path):
+    """Labs 00-01 get an empty workspace; later labs the prepared one (the session's course_home)."""
+    def prepare(id):
+        if int(id.split(".")[0]) >= 2:
+            home = request.getfixturevalue("course_home")
+        else:
+            home = tmp_path / "workspace"
+        monkeypatch.setenv("MLOPS_LAB_HOME", str(home))
+    return prepare
+
+
+@pytest.mark.parametrize("id", sorted(EXERCISES))
+def test_exercise_keeps_at_least_three_wrong_answers(id):
+    wrong = [c for c in EXERCISES[id].cases if c.expect == "incorrect"]
+    assert len(wrong) >= 3, f"exercise {id} keeps {len(wrong)} wrong answer(s) beside it; it needs three"
+    assert all(c.words for c in wrong), f"every wrong answer of {id} names the words its message must contain"
+
+
+@pytest.mark.parametrize("id", sorted(EXERCISES))
+def test_reference_answer_is_correct(id, workspace_for):
+    workspace_for(id)
+    assert exercises.evaluate(id, EXERCISES[id].reference()) == ("correct", "")
+
+
+@pytest.mark.parametrize("id", sorted(EXERCISES))
+def test_blank_stub_is_not_attempted(id, workspace_for):
+    workspace_for(id)
+    assert exercises.evaluate(id, EXERCISES[id].stub())[0] == "not attempted"
+
+
+@pytest.mark.parametrize("id,case", CASES, ids=[f"{id}-{c.expect}-{c.label}" for id, c in CASES])
+def test_kept_answer_gets_its_verdict(id, case, workspace_for):
+    workspace_for(id)
+    status, message = exercises.evaluate(id, case.make())
+    assert status == case.expect, f"{case.label!r}: expected {case.expect}, got {status}: {message}"
+    if case.expect == "incorrect":
+        assert case.words in message, f"{case.label!r}: message {message!r} lacks {case.words!r}"
