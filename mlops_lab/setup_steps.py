@@ -54,3 +54,13 @@ def _champion() -> None:
 @step(4)
 def _served() -> None:
     """Lab 04 leaves a prediction log; nothing later depends on it, so setup makes none."""
+
+
+@step(5)
+def _containerised() -> None:
+    """Lab 05 leaves a built image or a local process; nothing later depends on it."""
+
+
+@step(6)
+def _ci() -> None:
+    """Lab 06 leaves nothing later labs depend on (the CI pipeline reruns its own stages)."""
