@@ -249,3 +249,42 @@ def test_alias_poller_swaps_to_the_new_champion(use_course_home, payments):
             assert answer["model_version"] == other
         finally:
             registry.set_alias("champion", champion)
+
+
+def test_context_manager_stops_the_server_on_an_exception(bundle, tmp_path):
+    with pytest.raises(RuntimeError, match="learner's mistake"):
+        with start_server(bundle=bundle, prediction_log=tmp_path / "log.jsonl") as handle:
+            assert httpx.get(f"{handle.url}/ready").status_code == 200
+            raise RuntimeError("learner's mistake")
+    assert not handle.running and handle.process.returncode is not None
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{handle.url}/health")
+
+
+@pytest.fixture
+def plain_environment(monkeypatch):
+    for name in ("JUPYTERHUB_SERVICE_PREFIX", "JPY_SESSION_NAME", "JPY_PARENT_PID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_browser_url_outside_jupyter_is_localhost(server, plain_environment):
+    assert server.browser_url() == f"http://127.0.0.1:{server.port}/docs"
+    assert server.browser_url("redoc") == f"{server.url}/redoc"
+
+
+def test_browser_url_under_jupyter_goes_through_the_proxy(server, plain_environment, monkeypatch, tmp_path):
+    from mlops_lab.serving import server as module
+
+    # The kernel's environment as a Jupyter server (base URL /course/) gives it, and the server's runtime file.
+    (tmp_path / "jpserver-4242.json").write_text(json.dumps({"base_url": "/course/", "pid": 4242, "port": 8888}))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/learner/labs/04_serving.ipynb")
+    monkeypatch.setenv("JPY_PARENT_PID", "4242")
+    monkeypatch.setattr(module, "proxy_installed", lambda: False)
+    assert server.browser_url() == f"{server.url}/docs"  # no proxy: the only address there is
+    monkeypatch.setattr(module, "proxy_installed", lambda: True)
+    assert server.browser_url() == f"/course/proxy/{server.port}/docs"
+    monkeypatch.setenv("JPY_PARENT_PID", "4243")  # a server without a runtime file: the default base URL
+    assert server.browser_url("/openapi.json") == f"/proxy/{server.port}/openapi.json"
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada")  # JupyterHub and Binder
+    assert server.browser_url() == f"/user/ada/proxy/{server.port}/docs"

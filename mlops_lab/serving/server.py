@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import signal
 import socket
@@ -22,11 +24,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def proxy_installed() -> bool:
+    return importlib.util.find_spec("jupyter_server_proxy") is not None
+
+
+def jupyter_base_url() -> str | None:
+    """The base URL (a path such as ``/`` or ``/user/NAME/``) of the Jupyter server whose kernel
+    runs this code, when jupyter-server-proxy can forward a port through it; else None.
+
+    A kernel started by a Jupyter server gets ``JPY_SESSION_NAME`` (jupyter_server >= 2) and
+    ``JPY_PARENT_PID`` (the server's pid, matched in the server's ``jpserver-PID.json`` runtime
+    file for its base URL); under JupyterHub and Binder ``JUPYTERHUB_SERVICE_PREFIX`` is the base
+    URL. papermill, nbclient and plain scripts set neither, so they get None."""
+    if not proxy_installed():
+        return None
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
+    if prefix:
+        return prefix if prefix.endswith("/") else prefix + "/"
+    if "JPY_SESSION_NAME" not in os.environ:
+        return None
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        info = Path(jupyter_runtime_dir()) / f"jpserver-{os.environ.get('JPY_PARENT_PID', '')}.json"
+        base = json.loads(info.read_text()).get("base_url") or "/"
+    except (ImportError, OSError, ValueError):
+        base = "/"  # the server's default base URL
+    return base if base.endswith("/") else base + "/"
+
+
 class ServerHandle:
-    """A running server: ``.url``, ``.logs()``, ``.stop()``; also a context manager."""
+    """A running server: ``.url``, ``.port``, ``.browser_url()``, ``.logs()``, ``.stop()``.
+
+    Also a context manager: ``with start_server() as server: ...`` stops the server (and its
+    process) when the block ends, also when it ends with an exception."""
 
     def __init__(self, process: subprocess.Popen, url: str, log_path: Path):
         self.process, self.url, self.log_path = process, url, log_path
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def browser_url(self, path: str = "/docs") -> str:
+        """The address of ``path`` on this server that a learner's browser can open.
+
+        In a notebook served by Jupyter with jupyter-server-proxy installed (JupyterLab on a
+        laptop, JupyterHub, Binder), the browser may not reach 127.0.0.1 of the machine the kernel
+        runs on, so this is the proxied form ``<Jupyter base URL>proxy/PORT/docs``, for example
+        ``/user/NAME/proxy/41234/docs``: a path on the same host as the JupyterLab page, to open as
+        a link from the notebook (``IPython.display.Markdown(f"[API docs]({url})")``).
+        Anywhere else (scripts, papermill, a terminal) it is ``http://127.0.0.1:PORT/docs``."""
+        path = path if path.startswith("/") else "/" + path
+        base = jupyter_base_url()
+        if base is None:
+            return self.url + path
+        return f"{base}proxy/{self.port}{path}"
 
     def logs(self) -> str:
         try:
