@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .. import data
+from .. import contract
 
 
 def to_payload(frame) -> list[dict]:
     """Rows of a payments DataFrame as JSON-ready request bodies: the contract's features (plus
     the transaction id), with missing values as null (JSON has no NaN)."""
-    columns = [c for c in ["transaction_id", *data.feature_columns()] if c in frame]
+    columns = [c for c in ["transaction_id", *contract.feature_columns()] if c in frame]
     records = frame[columns].astype(object).to_dict(orient="records")
     for record in records:
         for key, value in record.items():

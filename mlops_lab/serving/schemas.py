@@ -1,7 +1,7 @@
 """Request and response schemas, generated from the data contract (the single source).
 
 Finite numbers only, unknown fields rejected, categories checked, integers strict: every
-rule a 422 can name comes from ``mlops_lab.data.CONTRACT``."""
+rule a 422 can name comes from ``mlops_lab.contract.CONTRACT``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
 
-from .. import data
+from .. import contract
 
 MAX_BATCH = 1_000
 
 
-def _field(column: data.Column):
+def _field(column: contract.Column):
     constraints = {"description": column.description}
     if column.kind == "numeric":
         if column.dtype.startswith("int"):
@@ -47,7 +47,7 @@ Transaction = create_model(
     __doc__="One card payment, as the data contract defines its features.",
     transaction_id=(Optional[str], Field(default=None, max_length=100,  # noqa: UP045
                                          description="Your id for the payment (echoed back and logged).")),
-    **{c.name: _field(c) for c in data.contract_columns("feature")},
+    **{c.name: _field(c) for c in contract.contract_columns("feature")},
 )
 
 
