@@ -152,6 +152,36 @@ def single_threaded() -> None:
 
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def add_offline_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc from files shipped with the package (fastapi-offline's copies of
+    swagger-ui-dist and ReDoc), not a CDN: the pages work offline and behind strict proxies.
+    Their links are relative, so the pages also work under a path prefix such as Jupyter's
+    ``/proxy/PORT/docs`` (jupyter-server-proxy strips the prefix and tells the app nothing)."""
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    assets = DOCS_ASSETS.lstrip("/")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui():
+        return get_swagger_ui_html(openapi_url="openapi.json", title=f"{app.title} - Swagger UI",
+                                   swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{assets}/swagger-ui.css",
+                                   swagger_favicon_url=f"{assets}/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc():
+        return get_redoc_html(openapi_url="openapi.json", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{assets}/redoc.standalone.js", redoc_favicon_url=f"{assets}/favicon.png",
+                              with_google_fonts=False)
+
+
 def create_app(
     load_model: Callable[[], LoadedModel] | None = None,
     *,
@@ -234,8 +264,10 @@ def create_app(
             await asyncio.to_thread(state["log"].close)
 
     app = FastAPI(title="CardGuard fraud detector", version="1.0", lifespan=lifespan,
-                  description="Scores card payments for fraud. Request schemas come from the data contract.")
+                  description="Scores card payments for fraud. Request schemas come from the data contract.",
+                  docs_url=None, redoc_url=None)
     app.state.cardguard = state
+    add_offline_docs(app)
     app.add_middleware(_TimingMiddleware, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)
