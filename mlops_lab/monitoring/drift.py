@@ -45,7 +45,7 @@ class Thresholds:
     distance of at least ``min_js``. Missing values: a change of at least ``min_missing`` in the rate.
     ``min_rows``: windows with fewer rows are not tested (too few to tell drift from noise)."""
 
-    alpha: float = 0.05
+    alpha: float = 0.01
     min_ks: float = 0.015
     min_wasserstein: float = 0.1
     min_js: float = 0.01
