@@ -139,5 +139,33 @@ def container(tag: str, base_image: str | None, run_it: bool) -> None:
                    f"`docker rm -f {handle.container.short_id}`")
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--copy-only", is_flag=True, help="Copy the labs into the workspace; do not start JupyterLab.")
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False), help="The course folder.")
+@click.argument("jupyter_args", nargs=-1, type=click.UNPROCESSED)
+def lab(copy_only: bool, root: Path | None, jupyter_args: tuple[str, ...]) -> None:
+    """Open the labs in JupyterLab, on your own copies in the workspace: `mlops-lab lab [NN] [JUPYTER ARGS]`.
+
+    Each lab is copied into $MLOPS_LAB_HOME/labs once and never overwritten, so your answers are safe
+    and labs/ in the repository stays as built. JupyterLab opens lab NN (default 00); other arguments
+    go to JupyterLab (e.g. --no-browser)."""
+    import os
+
+    from . import learner
+
+    number = "00"
+    if jupyter_args and jupyter_args[0].isdigit():
+        number, jupyter_args = jupyter_args[0], jupyter_args[1:]
+
+    click.echo(f"Your copies of the labs: {learner.copies_folder()}")
+    learner.copy_labs(root, report=click.echo)
+    if copy_only:
+        return
+    command = learner.jupyter_lab_command(number, jupyter_args, root)
+    click.echo("Starting JupyterLab there (Ctrl+C stops it).")
+    sys.stdout.flush()
+    os.execv(command[0], command)
+
+
 if __name__ == "__main__":
     main()

@@ -4,7 +4,8 @@ Nothing here runs at import time. Functions read the environment when called, so
 test or a notebook can change ``MLOPS_LAB_HOME`` and see the change at once.
 
 Environment variables:
-    MLOPS_LAB_HOME          the learner's workspace (default: ~/mlops-lab-workspace)
+    MLOPS_LAB_HOME          the learner's workspace (default: ~/mlops-lab-workspace; on Binder, whose
+                            home folder is the repository, /tmp/mlops-lab-workspace)
     MLOPS_LAB_TRACKING_URI  MLflow tracking URI (default: a SQLite store in the workspace)
     MLOPS_LAB_STRICT        "1" makes an incorrect exercise answer raise (CI)
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from .errors import LabError
 
 SEED = 42
+LEARNER_COPIES = "labs"  # the learner's copies of the labs, inside the workspace (see mlops_lab.learner)
 MODEL_NAME = "cardguard"
 LABS = {
     0: "welcome",
@@ -31,12 +33,11 @@ LABS = {
     7: "monitoring",
     8: "closing_the_loop",
 }
-DEFAULT_HOME = Path.home() / "mlops-lab-workspace"
 
 
 def home() -> Path:
     """The workspace folder (not created here; see :func:`ensure_home`)."""
-    return Path(os.environ.get("MLOPS_LAB_HOME") or DEFAULT_HOME).expanduser().resolve()
+    return Path(os.environ.get("MLOPS_LAB_HOME") or default_home()).expanduser().resolve()
 
 
 def path(*parts: str) -> Path:
@@ -79,7 +80,8 @@ def strict() -> bool:
 
 
 def reset() -> Path:
-    """Delete everything in the workspace (data, MLflow store, bundles, logs, progress)."""
+    """Delete everything in the workspace (data, MLflow store, bundles, logs, progress), but not the
+    learner's copies of the labs in ``labs/``."""
     root = home()
     if root.exists():
         if not (root / ".mlops-lab").exists() and any(root.iterdir()):
@@ -87,7 +89,13 @@ def reset() -> Path:
                 f"Refusing to wipe {root}: it does not look like an mlops-lab workspace (no .mlops-lab "
                 "marker) and it is not empty. Check MLOPS_LAB_HOME, or delete the folder yourself."
             )
-        shutil.rmtree(root)
+        for child in root.iterdir():
+            if child.name == LEARNER_COPIES:
+                continue  # the learner's own notebooks (mlops_lab.learner) are never wiped
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     return ensure_home()
 
 
@@ -117,3 +125,66 @@ def experiment_name() -> str:
 def model_name() -> str:
     """The registered model's name; per learner on a shared server, like the experiment."""
     return f"{MODEL_NAME}-{learner()}" if _shared_store() else MODEL_NAME
+
+
+# ------------------------------------------------------------ Binder and container limits
+
+# Set by mybinder.org's launcher (BINDER_*) and by our binder/start (MLOPS_LAB_BINDER).
+_BINDER_VARIABLES = ("MLOPS_LAB_BINDER", "BINDER_LAUNCH_HOST", "BINDER_REPO_URL", "BINDER_REQUEST")
+
+
+def on_binder() -> bool:
+    """True in a Binder session (mybinder.org or any BinderHub), where home is the repository."""
+    return any(os.environ.get(name) for name in _BINDER_VARIABLES)
+
+
+def default_home() -> Path:
+    """The workspace when MLOPS_LAB_HOME is unset: ~/mlops-lab-workspace, but outside the
+    repository on Binder (there the home folder *is* the repository)."""
+    if on_binder():
+        return Path(tempfile.gettempdir()) / "mlops-lab-workspace"
+    return Path.home() / "mlops-lab-workspace"
+
+
+def _read_cgroup(*names: str) -> str | None:
+    """The first readable cgroup file among ``names`` (v2 names first, then v1), as seen from inside
+    a container (Docker, the Kubernetes pods of Binder)."""
+    for name in names:
+        try:
+            return Path("/sys/fs/cgroup", name).read_text().strip()
+        except OSError:
+            continue
+    return None
+
+
+def _cgroup_number(*names: str) -> int | None:
+    value = _read_cgroup(*names)
+    return int(value) if value and value.isdigit() else None
+
+
+def memory_limit() -> tuple[int, int] | None:
+    """(limit, in use) in bytes of this container's memory cgroup (Binder: 2 GB), or None without a
+    limit. "In use" leaves out the file cache the kernel can drop (as `docker stats` does)."""
+    limit = _cgroup_number("memory.max", "memory/memory.limit_in_bytes")
+    usage = _cgroup_number("memory.current", "memory/memory.usage_in_bytes")
+    if limit is None or usage is None or limit >= 2**60:  # cgroup v1 says "no limit" with a huge number
+        return None
+    stat = dict(line.split() for line in (_read_cgroup("memory.stat", "memory/memory.stat") or "").splitlines()
+                if len(line.split()) == 2)
+    cache = stat.get("inactive_file") or stat.get("total_inactive_file") or "0"
+    return limit, max(0, usage - int(cache))
+
+
+def cpu_limit() -> int:
+    """CPUs this process may use: the cgroup quota (Binder: 1) if any, else the cores it may run on.
+    ``os.cpu_count()`` reports the node's cores, so size thread pools and workers with this instead."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    v2 = (_read_cgroup("cpu.max") or "").split()
+    if len(v2) == 2 and v2[0].isdigit() and v2[1].isdigit():
+        quota, period = int(v2[0]), int(v2[1])
+    else:  # cgroup v1; a quota of -1 means none
+        quota = int(_read_cgroup("cpu/cpu.cfs_quota_us", "cpu,cpuacct/cpu.cfs_quota_us") or -1)
+        period = int(_read_cgroup("cpu/cpu.cfs_period_us", "cpu,cpuacct/cpu.cfs_period_us") or 0)
+    if quota > 0 and period > 0:
+        cores = min(cores, max(1, -(-quota // period)))
+    return max(1, cores)

@@ -79,11 +79,32 @@ def _docker() -> Check:
     return Check("docker daemon", True, "reachable: lab 05 builds and runs a real image", required=False)
 
 
+LOW_MEMORY_GIB = 1.0  # one lab's kernel peaks around 650 MB
+
+
 def _memory() -> Check:
+    """Free memory under the container's limit (Binder: 2 GB), not the host's, which a container cannot use."""
     import psutil
 
     available = psutil.virtual_memory().available / 2**30
-    return Check("memory", available >= 1.0, f"{available:.1f} GiB available (the labs need about 1 GiB)")
+    limit = config.memory_limit()
+    if limit is not None and limit[0] / 2**30 < psutil.virtual_memory().total / 2**30:
+        total, used = limit[0] / 2**30, limit[1] / 2**30
+        available = min(available, total - used)
+        where = f"{available:.1f} GiB free of this container's {total:.1f} GiB limit"
+    else:
+        where = f"{available:.1f} GiB available"
+    if available >= LOW_MEMORY_GIB:
+        return Check("memory", True, f"{where} (a lab needs about 1 GiB)")
+    return Check("memory", False, f"{where}: too little for the next lab. Every open notebook keeps its kernel "
+                 "(and any server it started) in memory: shut down the kernels of labs you have finished "
+                 "(JupyterLab: Kernel > Shut Down All Kernels, or the Running panel on the left).")
+
+
+def _cpus() -> Check:
+    cores, limit = os.cpu_count() or 1, config.cpu_limit()
+    detail = f"{limit} usable" + (f" (of the machine's {cores}: a CPU quota applies)" if limit < cores else "")
+    return Check("cpus", True, detail, required=False)
 
 
 def _kernel() -> Check:
@@ -106,8 +127,9 @@ def doctor(report: Callable[[str], None] = print) -> bool:
         _tracking_store(),
         _docker(),
         _memory(),
+        _cpus(),
     ]
-    on_binder = any(k.startswith("BINDER_") for k in os.environ)
+    on_binder = config.on_binder()
     checks.append(Check("binder", True, "yes: no Docker here, lab 05 uses its fallback" if on_binder else "no", required=False))
     for c in checks:
         mark = "ok  " if c.ok else ("FAIL" if c.required else "note")

@@ -1,6 +1,8 @@
 """pyproject.toml (ranges), requirements.txt (pins), environment.yml and binder/ agree."""
 
 import re
+import subprocess
+import sys
 import tomllib
 
 import yaml
@@ -49,3 +51,37 @@ def test_binder_installs_the_package_and_readme_badge_opens_lab_00():
     readme = (ROOT / "README.md").read_text()
     badge = re.search(r"\(https://mybinder\.org/v2/gh/[^)]*\)", readme)
     assert badge and "urlpath=lab/tree/labs/00_welcome.ipynb" in badge.group(0)
+
+
+def test_pip_check_is_clean():
+    """The pinned set is consistent as installed (e.g. notebook 7.4 with a jupyterlab it accepts), as
+    binder/postBuild checks on Binder, where these pins join repo2docker's own Jupyter packages."""
+    result = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pip check" in (ROOT / "binder" / "postBuild").read_text()
+
+
+def test_jupyter_pins_are_the_ones_binder_ships():
+    """repo2docker installs binder/environment.yml into the environment its Jupyter server runs from:
+    pins that differ would upgrade the server under the hub (and notebook 7.4 needs jupyterlab < 4.5)."""
+    pins = _pins((ROOT / "requirements.txt").read_text().splitlines())
+    assert pins["jupyterlab"].startswith("4.4.") and pins["notebook"].startswith("7.4.")
+    assert pins["jupyter-server"].startswith("2.") and "jupyter-server-proxy" in pins
+
+
+def test_build_requirements_cover_the_license_field():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert isinstance(pyproject["project"]["license"], str)  # an SPDX string (PEP 639)
+    (setuptools,) = [Requirement(r) for r in pyproject["build-system"]["requires"]
+                     if Requirement(r).name == "setuptools"]
+    assert not setuptools.specifier.contains("76.9") and setuptools.specifier.contains("77.0")
+    assert "--no-build-isolation" not in (ROOT / "binder" / "postBuild").read_text()
+
+
+def test_browser_test_pins_are_in_the_optional_range():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    ranges = {Requirement(r).name.lower(): Requirement(r) for r in project["optional-dependencies"]["browser"]}
+    pins = _pins((ROOT / "tests" / "browser" / "requirements.txt").read_text().splitlines())
+    assert set(pins) == set(ranges)
+    for name, version in pins.items():
+        assert ranges[name].specifier.contains(version)

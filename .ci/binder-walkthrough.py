@@ -1,0 +1,148 @@
+"""Walk through every lab in ONE running JupyterLab, as a Binder learner does, and measure memory.
+
+Each lab's copy (in the workspace's labs/, where binder/start put them) gets its own notebook session
+and kernel through JupyterLab's REST API, exactly as opening the notebook in the browser does; its code
+cells run in order over the kernel's websocket; then the kernel is LEFT RUNNING, as JupyterLab leaves
+it when a learner closes the tab and opens the next lab. Memory is the container's (cgroup: the
+JupyterLab server, every kernel, and whatever the kernels started), sampled four times a second.
+
+Runs inside the Binder stand-in (.ci/binder-standin.sh); exits 1 on an error in any cell or when the
+peak passes --peak-limit-mb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from tornado.websocket import websocket_connect
+
+from mlops_lab import config
+
+
+class MemorySampler(threading.Thread):
+    def __init__(self, interval: float = 0.25):
+        super().__init__(daemon=True)
+        self.interval, self.peak, self.stop = interval, 0, threading.Event()
+
+    def used(self) -> int:
+        limit = config.memory_limit()
+        return limit[1] if limit else 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self.used())
+            self.stop.wait(self.interval)
+
+
+def kernel_counter_peak() -> int | None:
+    """The kernel's own high-water mark (cgroup v2 memory.peak; v1 counts page cache too)."""
+    for name in ("memory.peak", "memory/memory.max_usage_in_bytes"):
+        try:
+            return int(Path("/sys/fs/cgroup", name).read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+async def run_cells(url: str, token: str, kernel_id: str, cells: list[str], timeout: float) -> list[str]:
+    ws_url = url.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels?token={token}"
+    session = uuid.uuid4().hex
+    errors: list[str] = []
+    connection = await websocket_connect(ws_url, max_message_size=64 * 2**20)
+    try:
+        for index, code in enumerate(cells):
+            msg_id = uuid.uuid4().hex
+            await connection.write_message(json.dumps({
+                "header": {"msg_id": msg_id, "username": "learner", "session": session,
+                           "msg_type": "execute_request", "version": "5.3"},
+                "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+                "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                            "allow_stdin": False, "stop_on_error": True},
+            }))
+            deadline = time.monotonic() + timeout
+            while True:
+                raw = await asyncio.wait_for(connection.read_message(), max(1.0, deadline - time.monotonic()))
+                if raw is None:
+                    raise RuntimeError("the kernel's websocket closed (kernel died?)")
+                if isinstance(raw, bytes):
+                    continue
+                msg = json.loads(raw)
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = msg["header"]["msg_type"]
+                if kind == "error":
+                    errors.append(f"cell {index}: {msg['content']['ename']}: {msg['content']['evalue'][:200]}")
+                if kind == "execute_reply":
+                    break
+            if errors:
+                break  # like "Run All" with stop_on_error: a learner sees the error and stops there
+    finally:
+        connection.close()
+    return errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--peak-limit-mb", type=float, default=1536)
+    parser.add_argument("--cell-timeout", type=float, default=300)
+    args = parser.parse_args()
+
+    api = httpx.Client(base_url=args.url, params={"token": args.token}, timeout=30)
+    for _ in range(120):
+        try:
+            if api.get("/api/status").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    labs = sorted(item["path"] for item in api.get("/api/contents/labs").json()["content"]
+                  if item["name"].endswith(".ipynb"))
+    print(f"JupyterLab at {args.url} (root: the workspace {config.home()}), labs: {len(labs)}", flush=True)
+
+    sampler = MemorySampler()
+    sampler.start()
+    print(f"{'lab':<28} {'status':<7} {'seconds':>8} {'in use MB':>10} {'peak MB':>8}  kernels", flush=True)
+    failed = []
+    for path in labs:
+        notebook = api.get(f"/api/contents/{path}").json()["content"]
+        cells = [c["source"] for c in notebook["cells"] if c["cell_type"] == "code" and c["source"].strip()]
+        session = api.post("/api/sessions", json={"path": path, "type": "notebook", "name": Path(path).name,
+                                                   "kernel": {"name": "python3"}}).json()
+        started = time.monotonic()
+        try:
+            errors = asyncio.run(run_cells(args.url, args.token, session["kernel"]["id"], cells, args.cell_timeout))
+        except Exception as exc:  # a dead kernel, a timeout
+            errors = [f"{type(exc).__name__}: {exc}"]
+        seconds = time.monotonic() - started
+        kernels = len(api.get("/api/kernels").json())
+        print(f"{Path(path).name:<28} {'failed' if errors else 'ok':<7} {seconds:8.1f} "
+              f"{sampler.used() / 2**20:10.0f} {sampler.peak / 2**20:8.0f}  {kernels}", flush=True)
+        for error in errors:
+            print(f"    {error}", flush=True)
+        failed += errors
+    time.sleep(2)  # let whatever the last cells started settle, then take the final sample
+    sampler.stop.set()
+    sampler.join()
+    limit = config.memory_limit()
+    counter = kernel_counter_peak()
+    print(f"walk-through peak memory: {sampler.peak / 2**20:.0f} MB (sampled, without page cache), limit "
+          f"{limit[0] / 2**20 if limit else float('nan'):.0f} MB; the cgroup's own high-water mark "
+          f"(page cache included): {counter / 2**20 if counter else float('nan'):.0f} MB; "
+          f"kernels still running: {len(api.get('/api/kernels').json())}", flush=True)
+    if sampler.peak / 2**20 > args.peak_limit_mb:
+        print(f"FAILED: peak {sampler.peak / 2**20:.0f} MB is over {args.peak_limit_mb:.0f} MB", flush=True)
+        return 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

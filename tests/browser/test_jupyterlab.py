@@ -1,0 +1,136 @@
+"""The course as a learner meets it: JupyterLab in a real browser (see conftest.py)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import urllib.parse
+
+from mlops_lab import exercises
+
+from ..conftest import ROOT
+from . import lab_ui as ui
+
+
+def badge_urlpath() -> str:
+    """The `urlpath` of the README's Binder badge: what a Binder learner's browser opens first."""
+    badge = re.search(r"\(https://mybinder\.org/v2/gh/[^)]*\)", (ROOT / "README.md").read_text()).group(0)
+    return urllib.parse.parse_qs(urllib.parse.urlparse(badge.strip("()")).query)["urlpath"][0]
+
+
+def test_lab_00_runs_through_the_ui_from_the_badge_url(page, jupyterlab):
+    path = badge_urlpath()
+    assert path.startswith("lab/tree/")
+    page.goto(jupyterlab.page_url(path))
+    page.locator(f"{ui.NOTEBOOK} .jp-Cell").first.wait_for()
+    ui.wait_for_kernel(page)
+    ui.run_menu(page, "Run All Cells")
+    ui.wait_until_done(page)
+    ui.save(page)
+
+    copy = jupyterlab.workspace / path.removeprefix("lab/tree/")
+    assert ui.saved_errors(copy) == []
+    assert not page.locator(f"{ui.NOTEBOOK} [data-mime-type='application/vnd.jupyter.error']").count()
+    feedback = ui.outputs_text(ui.code_cell(page, 'lab.check("0.1"'))
+    assert "[not attempted] 0.1" in feedback and "reference answer" in feedback
+    assert "The course can run on this machine." in ui.outputs_text(ui.code_cell(page, "lab.doctor()"))
+
+
+def test_a_wrong_answer_shows_incorrect_and_its_hint(page, jupyterlab):
+    ui.open_notebook(page, jupyterlab, "labs/00_welcome.ipynb")
+    wrong = "latency_budget_ms = 1000"
+    status, message = exercises.evaluate("0.1", 1000)
+    assert status == "incorrect"
+
+    ui.replace_source(page, ui.code_cell(page, "# Exercise 0.1"), f"# Exercise 0.1\n{wrong}")
+    page.keyboard.press("Shift+Enter")  # run the exercise cell; the check cell below is selected
+    page.keyboard.press("Shift+Enter")  # run the check
+    ui.select_cell(ui.code_cell(page, 'lab.hint("0.1")'))
+    page.keyboard.press("Shift+Enter")  # and the hint cell
+    ui.wait_until_done(page)
+
+    feedback = ui.code_cell(page, 'lab.check("0.1"').locator(".jp-OutputArea")
+    assert "[incorrect] 0.1" in feedback.inner_text()
+    assert message.splitlines()[0] in feedback.inner_text()
+    hint = ui.code_cell(page, 'lab.hint("0.1")').locator(".jp-OutputArea")
+    assert exercises.get("0.1").hints[0].splitlines()[0] in hint.inner_text()
+    feedback.scroll_into_view_if_needed()
+    assert feedback.is_visible() and hint.is_visible()
+
+
+def test_lab_02_threshold_explorer_is_a_live_widget(page, jupyterlab):
+    ui.open_notebook(page, jupyterlab, "labs/02_train_and_track.ipynb")
+    ui.run_menu(page, "Run All Cells")
+    ui.wait_until_done(page, timeout=600)
+
+    cell = ui.code_cell(page, "threshold_explorer")
+    output = cell.locator(".jp-OutputArea")
+    output.scroll_into_view_if_needed()
+    assert "Error displaying widget" not in output.inner_text()
+    assert "VBox(" not in output.inner_text()  # a text repr: the widget manager is missing
+    slider = output.locator(".widget-slider").first
+    slider.wait_for()
+    readout = output.locator("pre").first
+    before = readout.inner_text()
+    assert "threshold" in before and "precision" in before
+
+    output.locator(".noUi-handle").first.focus()
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function("([el, text]) => el.textContent !== text", arg=[readout.element_handle(), before])
+    assert readout.inner_text() != before
+
+
+def test_lab_04_api_docs_open_through_the_jupyter_proxy(page, jupyterlab):
+    ui.open_notebook(page, jupyterlab, "labs/04_serving.ipynb")
+    stop = ui.code_cell(page, ".stop()", last=True)
+    ui.select_cell(stop)
+    ui.run_menu(page, "Run All Above Selected Cell")
+    ui.wait_until_done(page, timeout=600)
+    try:
+        text = page.locator(f"{ui.NOTEBOOK} .jp-OutputArea").all_inner_texts()
+        ports = re.findall(r"(?:/proxy/|127\.0\.0\.1:)(\d+)", "\n".join(text))
+        assert ports, "lab 04 printed no address of its server"
+        docs = page.context.new_page()
+        try:
+            docs.goto(jupyterlab.page_url(f"proxy/{ports[0]}/docs"))
+            title = docs.locator(".swagger-ui .info .title")
+            title.wait_for(timeout=30_000)  # rendered by Swagger UI's JavaScript, served offline
+            assert "CardGuard" in title.inner_text()
+            docs.locator(".opblock-summary-path", has_text="/predict").first.wait_for()
+            docs.screenshot(path=str(ui_screenshot_path("test_lab_04_swagger_ui_through_proxy")))
+        finally:
+            docs.close()
+    finally:
+        ui.select_cell(stop)
+        ui.run_menu(page, "Run Selected Cell and All Below")
+        ui.wait_until_done(page)
+    assert "True" in ui.outputs_text(stop) or "stopped" in ui.outputs_text(stop)
+
+
+def ui_screenshot_path(name: str):
+    from .conftest import SCREENSHOTS
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS / f"{name}.png"
+
+
+def test_editing_a_lab_never_makes_the_build_check_fail(page, jupyterlab):
+    pristine = (ROOT / "labs" / "00_welcome.ipynb").read_bytes()
+    ui.open_notebook(page, jupyterlab, "labs/00_welcome.ipynb")
+    ui.replace_source(page, ui.code_cell(page, "# Exercise 0.2"), "# Exercise 0.2\nmlflow_db = 'my answer'")
+    ui.save(page)
+
+    copy = (jupyterlab.workspace / "labs" / "00_welcome.ipynb").read_text()
+    assert "mlflow_db = 'my answer'" in copy
+    assert (ROOT / "labs" / "00_welcome.ipynb").read_bytes() == pristine
+    result = subprocess.run([sys.executable, "-m", "mlops_lab.cli", "build", "--check"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # and the next `mlops-lab lab` keeps the learner's answer
+    again = subprocess.run([sys.executable, "-m", "mlops_lab.cli", "lab", "--copy-only", "--root", str(ROOT)],
+                           env={**__import__("os").environ, "MLOPS_LAB_HOME": str(jupyterlab.workspace)},
+                           capture_output=True, text=True, timeout=60)
+    assert "kept    00_welcome.ipynb (your copy)" in again.stdout
+    assert "mlflow_db = 'my answer'" in (jupyterlab.workspace / "labs" / "00_welcome.ipynb").read_text()
