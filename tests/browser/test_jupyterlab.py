@@ -7,6 +7,8 @@ import subprocess
 import sys
 import urllib.parse
 
+import pytest
+
 from mlops_lab import exercises
 
 from ..conftest import ROOT
@@ -94,7 +96,13 @@ def test_lab_04_api_docs_open_through_the_jupyter_proxy(page, jupyterlab):
         assert ports, "lab 04 printed no address of its server"
         docs = page.context.new_page()
         try:
-            docs.goto(jupyterlab.page_url(f"proxy/{ports[0]}/docs"))
+            response = docs.goto(jupyterlab.page_url(f"proxy/{ports[0]}/docs"))
+            assert response.ok, f"{response.status} from the Jupyter proxy"
+            html = response.text()
+            assert "swagger-ui" in html
+            external = re.findall(r"(?:src|href)=[\"'](https?://(?!127\.0\.0\.1)[^/\"']+)", html)
+            if external:  # issue 13 item 8 (serving WP): Swagger UI served from the package, not a CDN
+                pytest.xfail(f"/docs loads Swagger UI from {external[0]}, which is unreachable offline")
             title = docs.locator(".swagger-ui .info .title")
             title.wait_for(timeout=30_000)  # rendered by Swagger UI's JavaScript, served offline
             assert "CardGuard" in title.inner_text()
