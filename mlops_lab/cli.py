@@ -167,5 +167,55 @@ def lab(copy_only: bool, root: Path | None, jupyter_args: tuple[str, ...]) -> No
     os.execv(command[0], command)
 
 
+# --------------------------------------------------------------------------- workshop (issue 14)
+
+
+@main.group()
+def workshop() -> None:
+    """Instructors: a shared MLflow server for a room (PostgreSQL, accounts, artifact proxy) and its status."""
+
+
+@workshop.command("server")
+@click.option("--roster", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="CSV with one learner per line: id,display name.")
+@click.option("--dir", "root", type=click.Path(path_type=Path, file_okay=False),
+              help="Where the server keeps its database, artifacts and credentials (default: workspace/workshop).")
+@click.option("--database-uri", help="An existing PostgreSQL database instead of a local cluster.")
+@click.option("--port", type=int, help="Port for the MLflow server (default: a free one).")
+@click.option("--workers", default=2, show_default=True, help="MLflow server worker processes.")
+def workshop_server(roster: Path, root: Path | None, database_uri: str | None, port: int | None, workers: int) -> None:
+    """Start the workshop's MLflow server and create the roster's accounts; print how learners connect."""
+    from .workshop import start
+
+    start(roster, root=root, database_uri=database_uri, port=port, workers=workers, report=click.echo)
+
+
+@workshop.command("stop")
+@click.option("--dir", "root", type=click.Path(path_type=Path, file_okay=False))
+def workshop_stop(root: Path | None) -> None:
+    """Stop the workshop's MLflow server and its local PostgreSQL (data and artifacts are kept)."""
+    from .workshop import stop
+
+    stop(root, report=click.echo)
+
+
+@workshop.command("status")
+@click.option("--dir", "root", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--leaderboard/--no-leaderboard", default=True, show_default=True,
+              help="Also score every champion on the common holdout.")
+@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), help="Save the progress plot (PNG).")
+def workshop_status(root: Path | None, leaderboard: bool, plot: Path | None) -> None:
+    """Who is where: a row per learner, the leaderboard on the common holdout, optionally a plot."""
+    from . import workshop as w
+
+    click.echo(w.status(root).to_string())
+    if leaderboard:
+        click.echo("\nLeaderboard (champions scored by the instructor on the common holdout):")
+        click.echo(w.leaderboard(root).to_string())
+    if plot:
+        w.progress_plot(root).savefig(plot, dpi=100)
+        click.echo(f"\nProgress plot: {plot}")
+
+
 if __name__ == "__main__":
     main()

@@ -109,7 +109,7 @@ def learner() -> str:
     """Who is running the labs: MLOPS_LAB_USER, else the login name (keeps workshop runs apart)."""
     import getpass
 
-    name = os.environ.get("MLOPS_LAB_USER") or getpass.getuser() or "learner"
+    name = os.environ.get("MLOPS_LAB_USER") or _workshop_user() or getpass.getuser() or "learner"
     return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)
 
 
@@ -188,3 +188,8 @@ def cpu_limit() -> int:
     if quota > 0 and period > 0:
         cores = min(cores, max(1, -(-quota // period)))
     return max(1, cores)
+
+
+def _workshop_user() -> str | None:
+    """On a workshop server the account name is the learner (names then match their permissions)."""
+    return os.environ.get("MLFLOW_TRACKING_USERNAME") if _shared_store() else None

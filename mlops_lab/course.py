@@ -56,6 +56,11 @@ def _tracking_store() -> Check:
         except (sqlite3.Error, OSError) as exc:
             return Check("tracking store", False, f"{uri}: {exc}. Fix the path or unset MLOPS_LAB_TRACKING_URI.")
         return Check("tracking store", True, uri)
+    if uri.startswith(("http://", "https://")) and os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        from .workshop import check_connection  # a workshop server: also credentials and permissions
+
+        failed = [f"{name}: {detail}" for name, ok, detail in check_connection() if not ok]
+        return Check("tracking store", not failed, failed[0] if failed else f"{uri} (workshop: signed in, can write)")
     if uri.startswith(("http://", "https://")):
         import httpx
 

@@ -67,8 +67,11 @@ def alias_version(alias: str, name: str | None = None) -> str | None:
 
 
 def set_alias(alias: str, version: str, name: str | None = None) -> None:
+    from .workshop import server_errors
+
     _, client = _client()
-    client.set_registered_model_alias(name or config.model_name(), alias, str(version))
+    with server_errors(f"set the {alias!r} alias of model {name or config.model_name()!r}"):
+        client.set_registered_model_alias(name or config.model_name(), alias, str(version))
 
 
 def model_uri(alias: str = CHAMPION, name: str | None = None) -> str:

@@ -245,6 +245,10 @@ def _experiment_id(mlflow) -> str:
             return mlflow.create_experiment(name, artifact_location=_artifact_location())
         return experiment.experiment_id
     except Exception as exc:  # sqlalchemy, permission and connection errors all end here
+        from .workshop import explain, remote
+
+        if remote() and explain(exc, f"open experiment {name!r}"):
+            raise LabError(explain(exc, f"open experiment {name!r}")) from None
         raise LabError(
             f"Cannot open the MLflow tracking store {config.tracking_uri()}: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:300]}. Check that the folder is writable and the file is an MLflow "
