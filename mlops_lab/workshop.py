@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 ADMIN = "instructor"
 CHECK_TAG = "mlops_lab.check."  # + exercise id, on the learner's experiment
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
-_TIMEOUT = 5.0  # seconds for one request to the server from a learner's notebook
+# A busy server (a room training at once) can take seconds to answer; a down one refuses at once.
+_TIMEOUT = {"timeout": 20.0, "connect": 3.0}
+PG_LIB = Path("/usr/lib/postgresql")  # Debian's versioned server binaries: PG_LIB/<major>/bin
 
 
 def workshop_dir() -> Path:
@@ -99,7 +101,7 @@ def postgres_bin() -> Path:
     """The folder with ``initdb`` and ``pg_ctl`` (Debian keeps them out of PATH)."""
     found = shutil.which("pg_ctl")
     candidates = [Path(found).resolve().parent] if found else []
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    candidates += sorted(PG_LIB.glob("*/bin"), reverse=True)
     for folder in candidates:
         if (folder / "initdb").exists() and (folder / "pg_ctl").exists():
             return folder
@@ -467,7 +469,7 @@ def _learner_http():
     import httpx
 
     auth = (os.environ.get("MLFLOW_TRACKING_USERNAME", ""), os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
-    return httpx.Client(base_url=config.tracking_uri().rstrip("/"), auth=auth, timeout=_TIMEOUT)
+    return httpx.Client(base_url=config.tracking_uri().rstrip("/"), auth=auth, timeout=httpx.Timeout(**_TIMEOUT))
 
 
 def record_check(id: str, status: str, report: Callable[[str], None] = print) -> bool:
@@ -503,7 +505,7 @@ def check_connection() -> list[tuple[str, bool, str]]:
 
     uri, user = config.tracking_uri(), os.environ.get("MLFLOW_TRACKING_USERNAME")
     try:
-        httpx.get(uri.rstrip("/") + "/health", timeout=_TIMEOUT).raise_for_status()
+        httpx.get(uri.rstrip("/") + "/health", timeout=httpx.Timeout(**_TIMEOUT)).raise_for_status()
     except httpx.HTTPError as exc:
         return [("workshop server", False, f"{uri} does not answer ({type(exc).__name__}). Check "
                  "MLOPS_LAB_TRACKING_URI against the instructor's handout, and ask whether the server is up.")]
