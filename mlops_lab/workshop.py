@@ -277,7 +277,7 @@ def _write_auth_config(root: Path, database_uri: str, admin_password: str) -> Pa
     return ini
 
 
-def _wait_healthy(uri: str, proc: subprocess.Popen, log: Path, seconds: float = 90) -> None:
+def _wait_healthy(uri: str, proc: subprocess.Popen, log: Path, seconds: float = 300) -> None:
     import httpx
 
     deadline = time.monotonic() + seconds
