@@ -64,3 +64,12 @@ def _containerised() -> None:
 @step(6)
 def _ci() -> None:
     """Lab 06 leaves nothing later labs depend on (the CI pipeline reruns its own stages)."""
+
+
+@step(7)
+def _monitoring() -> None:
+    """Lab 07 leaves the reference profile of the training period (scored by the champion) that
+    the monitor of lab 08 compares each week with."""
+    from .monitoring import stream
+
+    stream.course_profile()

@@ -80,10 +80,11 @@ def _numeric(series: pd.Series) -> tuple[np.ndarray, int, int]:
     return values[finite], missing, int(len(values) - finite.sum() - missing)
 
 
-def _labels(series: pd.Series) -> pd.Series:
-    """Category labels as text, missing values as the missing bin."""
-    text = series.astype(object).where(series.notna(), MISSING)
-    return text.map(lambda v: v if isinstance(v, str) else str(v))
+def _label_counts(series: pd.Series) -> pd.Series:
+    """Count of each category, labelled as text; missing values counted in the missing bin."""
+    counts = series.value_counts(dropna=False, sort=False)
+    labels = [MISSING if pd.isna(k) else k if isinstance(k, str) else str(k) for k in counts.index]
+    return pd.Series(counts.to_numpy(), index=labels).groupby(level=0, sort=False).sum()
 
 
 @dataclass
@@ -165,6 +166,7 @@ class ReferenceProfile:
         self.thresholds = thresholds or Thresholds()
         self.max_values = max_values
         self.seed = seed
+        self.meta: dict = {}  # free-form facts saved with the profile (e.g. the model version it was fitted for)
 
     # ----------------------------------------------------------------- fit
     @classmethod
@@ -221,8 +223,7 @@ class ReferenceProfile:
             std = 0.0 if constant else float(values.std())  # exactly 0: float sums of equal values are not
             edges = list(np.unique(np.quantile(values, np.linspace(0, 1, PSI_BINS + 1)[1:-1]))) if len(values) else []
             return ColumnProfile(name, kind, len(series), missing + bad, values, std, [float(e) for e in edges])
-        labels = _labels(series)
-        counts = labels.value_counts()
+        counts = _label_counts(series).sort_index().sort_values(ascending=False, kind="stable")
         return ColumnProfile(name, kind, len(series), int(series.isna().sum()),
                              counts={str(k): int(v) for k, v in counts.items()})
 
@@ -231,7 +232,8 @@ class ReferenceProfile:
         t = self.thresholds
         return {"format": PROFILE_FORMAT, "contract_version": self.contract_version_,
                 "contract_hash": self.contract_hash_, "rows": self.rows_,
-                "thresholds": t.__dict__, "columns": [c.to_json() for c in self.columns_.values()]}
+                "thresholds": t.__dict__, "meta": self.meta,
+                "columns": [c.to_json() for c in self.columns_.values()]}
 
     def save(self, path) -> Path:
         path = Path(path)
@@ -260,6 +262,7 @@ class ReferenceProfile:
             )
         self = cls(Thresholds(**d["thresholds"]))
         self.contract_version_, self.contract_hash_, self.rows_ = version, digest, d["rows"]
+        self.meta = d.get("meta", {})
         self.columns_ = {c["name"]: ColumnProfile.from_json(c) for c in d["columns"]}
         return self
 
@@ -336,18 +339,18 @@ class ReferenceProfile:
         row.update(zip(("psi", "psi_noise"), psi(ref.values, cur, ref.psi_edges), strict=True))
 
     def _categorical_tests(self, ref: ColumnProfile, series: pd.Series, row: dict, t: Thresholds) -> None:
-        labels = _labels(series)
-        row["n_current"] = len(labels)
+        row["n_current"] = len(series)
         row["n_reference"] = ref.rows
-        if len(labels) < t.min_rows:
+        if len(series) < t.min_rows:
             row["note"] = "too few"
             return
         cats = [c for c in ref.counts if c != MISSING]
-        counts = labels.value_counts()
+        counts = _label_counts(series)
         unseen = counts.drop(labels=[c for c in [*cats, MISSING] if c in counts.index])
         # bins: the reference's categories, then one for unseen categories, one for missing values
         cur = np.array([*counts.reindex(cats, fill_value=0), unseen.sum(), counts.get(MISSING, 0)], dtype=float)
         refc = np.array([*(ref.counts[c] for c in cats), 0, ref.counts.get(MISSING, 0)], dtype=float)
+        unseen = unseen.sort_index().sort_values(ascending=False, kind="stable")  # independent of row order
         row["unseen"] = ", ".join(map(str, unseen.index[:5]))
         table = np.vstack([refc, cur])
         table = table[:, table.sum(axis=0) > 0]
@@ -412,13 +415,16 @@ def ks_wasserstein(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> tuple[floa
     large ones the same asymptotic distribution ``ks_2samp`` uses (``kstwo`` at n*m/(n+m)).
     ``tests/test_monitoring.py`` checks all three against scipy."""
     n, m = len(ref_sorted), len(cur_sorted)
-    grid = np.concatenate([ref_sorted, cur_sorted])
-    grid.sort(kind="mergesort")
-    f = np.searchsorted(ref_sorted, grid, side="right") / n
-    g = np.searchsorted(cur_sorted, grid, side="right") / m
+    both = np.concatenate([ref_sorted, cur_sorted])
+    order = np.argsort(both, kind="stable")  # two sorted runs: a linear merge
+    grid = both[order]
+    below_ref = np.cumsum(order < n)  # reference values at or before each merged position
+    last = np.r_[grid[1:] != grid[:-1], True]  # the CDFs are read after the last of equal values
+    f = below_ref[last] / n
+    g = (np.flatnonzero(last) + 1 - below_ref[last]) / m
     diff = np.abs(f - g)
     d = float(diff.max())
-    w = float(np.sum(diff[:-1] * np.diff(grid)))
+    w = float(np.sum(diff[:-1] * np.diff(grid[last])))
     if max(n, m) <= 10_000:
         p = float(stats.ks_2samp(ref_sorted, cur_sorted, method="auto").pvalue)
     else:
@@ -438,14 +444,17 @@ def _psi_from_counts(ref: np.ndarray, cur: np.ndarray, eps: float = 0.5) -> tupl
     return value, noise
 
 
-def psi(ref_sorted: np.ndarray, cur: np.ndarray, edges) -> tuple[float, float]:
-    """PSI of ``cur`` on the reference's quantile bins, and its noise level (see ``_psi_from_counts``)."""
+def psi(ref_sorted: np.ndarray, cur_sorted: np.ndarray, edges) -> tuple[float, float]:
+    """PSI of the current values on the reference's quantile bins, and its noise level (see
+    ``_psi_from_counts``). Both samples sorted: a bin count is then a difference of two positions."""
     edges = np.asarray(edges, dtype=float)
-    ref_counts = np.bincount(np.searchsorted(edges, ref_sorted, side="right"), minlength=len(edges) + 1)
-    cur_counts = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=len(edges) + 1)
     if len(edges) == 0:
         return 0.0, 0.0
-    return _psi_from_counts(ref_counts.astype(float), cur_counts.astype(float))
+
+    def counts(values):
+        return np.diff(np.r_[0, np.searchsorted(values, edges, side="left"), len(values)]).astype(float)
+
+    return _psi_from_counts(counts(ref_sorted), counts(np.sort(cur_sorted)))
 
 
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, contract=None, **kwargs) -> DriftReport:

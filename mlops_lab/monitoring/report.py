@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .drift import MISSING, UNSEEN, DriftReport, ReferenceProfile, _labels, _numeric
+from .drift import MISSING, UNSEEN, DriftReport, ReferenceProfile, _label_counts, _numeric
 
 
 def report_html(report: DriftReport, title: str = "Drift report") -> str:
@@ -53,7 +53,8 @@ def plot_column(profile: ReferenceProfile, current: pd.DataFrame, column: str, a
         if log:
             ax.set_xscale("log")
     else:
-        shares = _labels(current[column]).value_counts(normalize=True)
+        counts = _label_counts(current[column])
+        shares = counts / max(counts.sum(), 1)
         cats = [c for c in ref.counts if c != MISSING]
         ref_total = sum(ref.counts.values())
         names = [*cats, UNSEEN, MISSING]

@@ -27,7 +27,7 @@ class StreamSettings:
     course data ends), the scenario switched on at day ``drift_day``, weekly trailing windows."""
 
     start: str = "2026-02-16"
-    days: int = 28
+    days: int = 21
     drift_day: int = 7
     window_days: int = 7
     per_day: int = data.DEFAULT_PER_DAY
@@ -165,3 +165,55 @@ def score_grade(grades: pd.DataFrame) -> dict[str, float]:
         "control_days": int(control["days_watched"].sum()),
         "false_alarm_rate": float(control["false_alarm_days"].sum() / max(control["days_watched"].sum(), 1)),
     }
+
+
+# ------------------------------------------------------------------ the course's monitor (lab 07, lab 08)
+
+
+def _workspace_file(name: str):
+    from .. import config
+
+    path = config.path("monitoring", name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def champion():
+    """The registered champion as the server loads it (pipeline, threshold, version)."""
+    from ..serving.model import load_from_registry
+
+    return load_from_registry("champion")
+
+
+def course_profile(model=None) -> ReferenceProfile:
+    """The reference profile of the course's training period, scored by the champion: fitted once
+    per champion version and saved in the workspace (``monitoring/reference_profile.json``)."""
+    model = model or champion()
+    path = _workspace_file("reference_profile.json")
+    if path.exists():
+        profile = ReferenceProfile.load(path)
+        if profile.meta.get("model_version") == model.version:
+            return profile
+    train, _, _ = data.time_split(data.load_snapshot())
+    profile = reference_profile(model.pipeline, model.threshold, train)
+    profile.meta = {"model_version": model.version, "reference": "course training period",
+                    "from": str(train["timestamp"].min()), "to": str(train["timestamp"].max())}
+    profile.save(path)
+    return profile
+
+
+def course_streams(model=None, settings: StreamSettings | None = None) -> dict[str, pd.DataFrame]:
+    """``scenario_streams`` for the champion and the course's reference, cached in the workspace
+    per champion version (computing them takes a few seconds per scenario)."""
+    model = model or champion()
+    settings = settings or StreamSettings()
+    path = _workspace_file(f"streams-v{model.version}-{settings.days}d-{settings.per_day}.parquet")
+    if path.exists():
+        table = pd.read_parquet(path)
+        return {name: part.drop(columns="scenario").reset_index(drop=True)
+                for name, part in table.groupby("scenario", sort=False)}
+    print(f"Simulating {settings.days} days of each of {len(data.SCENARIOS)} scenarios and monitoring them "
+          "day by day (cached for next time)...", flush=True)
+    streams = scenario_streams(model.pipeline, model.threshold, course_profile(model), settings)
+    pd.concat([w.assign(scenario=name) for name, w in streams.items()]).to_parquet(path, index=False)
+    return streams
