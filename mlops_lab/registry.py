@@ -116,6 +116,107 @@ def versions(name: str | None = None) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- the gate
 
+LABEL_WAIT_DAYS = 30  # a payment with no chargeback 30 days on counts as genuine: its label is final
+GATE_DAYS = 7
+
+
+def decision_time(frame: pd.DataFrame) -> pd.Timestamp:
+    """The first moment the labels of ``frame``'s last day are final: the day after its last
+    payment plus the label wait. The gate can judge a week only once its labels are in."""
+    return frame["timestamp"].max().normalize() + pd.Timedelta(days=1 + LABEL_WAIT_DAYS)
+
+
+def gate_holdout(frame: pd.DataFrame, as_of, days: int = GATE_DAYS) -> pd.DataFrame:
+    """The payments the gate judges on at decision time ``as_of``: the latest ``days`` days whose
+    labels are final (they end ``LABEL_WAIT_DAYS`` before ``as_of``), keeping only rows whose label
+    had arrived by ``as_of``. As ``as_of`` moves on, the holdout rolls forward with it."""
+    as_of = pd.Timestamp(as_of)
+    end = as_of - pd.Timedelta(days=LABEL_WAIT_DAYS)
+    start = end - pd.Timedelta(days=days)
+    window = frame[(frame["timestamp"] >= start) & (frame["timestamp"] < end)]
+    return data.labels_known_at(window, as_of)
+
+
+def dataset_digests(frame: pd.DataFrame) -> set[str]:
+    """The digests a logged dataset of ``frame`` may carry: MLflow's own and the course fingerprint."""
+    import mlflow.data
+
+    with _quiet_mlflow():
+        digest = mlflow.data.from_pandas(frame, targets="is_fraud" if "is_fraud" in frame else None).digest
+    return {digest, data.fingerprint(frame)}
+
+
+def run_datasets(version: str, name: str | None = None) -> dict[str, dict]:
+    """The datasets the run behind a model version logged as inputs, by context ('training',
+    'validation', 'holdout'): {context: {'name', 'digest'}}. Empty for runs that logged none."""
+    _, client = _client()
+    run_id = client.get_model_version(name or config.model_name(), str(version)).run_id
+    found = {}
+    for item in client.get_run(run_id).inputs.dataset_inputs or []:
+        context = next((t.value for t in item.tags or [] if t.key == "mlflow.data.context"), "")
+        found[context or item.dataset.name] = {"name": item.dataset.name, "digest": item.dataset.digest}
+    return found
+
+
+@dataclass
+class HoldoutEvaluation:
+    """One model version scored on one holdout: what the gate compares, pair by pair."""
+
+    version: str
+    digest: str
+    y: np.ndarray
+    scores: np.ndarray
+    amounts: np.ndarray
+    threshold: float
+
+    @property
+    def pr_auc(self) -> float:
+        from sklearn.metrics import average_precision_score
+
+        return float(average_precision_score(self.y, self.scores))
+
+    @property
+    def cost(self) -> float:
+        """Expected cost (EUR) on the holdout at the version's own threshold."""
+        from .training import metrics
+
+        return metrics(self.y, self.scores, self.amounts, self.threshold)["cost"]
+
+
+def evaluate_on_holdout(version: str, holdout: pd.DataFrame, name: str | None = None) -> HoldoutEvaluation:
+    """Score model ``version`` on ``holdout``, refusing a holdout the model was trained or tuned on
+    (read from its run's dataset inputs)."""
+    _, client = _client()
+    name = name or config.model_name()
+    digests = dataset_digests(holdout)
+    for context, logged in run_datasets(version, name).items():
+        if context in ("training", "validation", "train", "valid") and logged["digest"] in digests:
+            raise LabError(
+                f"Version {version} was {'trained' if context.startswith('train') else 'tuned'} on this very data "
+                f"(its run logged dataset {logged['name']!r}, digest {logged['digest']}, as {context}). A gate "
+                "on data a model has seen flatters it: judge on later payments (lab.registry.gate_holdout)."
+            )
+    tags = client.get_model_version(name, str(version)).tags
+    threshold = float(tags.get("threshold") or 0.5)
+    scores = predict_scores(load(version, name), holdout)
+    return HoldoutEvaluation(str(version), sorted(digests)[0], holdout["is_fraud"].to_numpy(dtype=int),
+                             scores, holdout["amount"].to_numpy(dtype=float), threshold)
+
+
+def scoring_p99_ms(version: str, holdout: pd.DataFrame, name: str | None = None, n: int = 200) -> float:
+    """p99 latency (ms) of scoring one payment at a time on the serving fast path, in this process."""
+    from .serving.client import to_payload
+    from .serving.model import FastScorer
+
+    scorer = FastScorer(load(version, name))
+    records = to_payload(holdout.head(n))
+    times = []
+    for record in records:
+        start = time.perf_counter()
+        scorer.scores([record])
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.percentile(times, 99))
+
 
 @dataclass
 class Decision:
@@ -130,6 +231,14 @@ class Decision:
     margin: float
     data_fingerprint: str
     reason: str
+    holdout_digest: str = ""
+    holdout_rows: int = 0
+    as_of: str | None = None
+    challenger_cost: float | None = None
+    champion_cost: float | None = None
+    challenger_p99_ms: float | None = None
+    trained_on: dict | None = None  # version -> digest of its training data, read from the run inputs
+    bootstrap: list[float] | None = None  # the bootstrap differences (not stored in the tags)
 
     def __str__(self) -> str:
         if self.champion_version is None:
@@ -140,14 +249,27 @@ class Decision:
                 f"{CONFIDENCE:.0%} interval [{low:+.4f}, {high:+.4f}], margin {self.margin}. "
                 f"Verdict: {self.verdict} ({self.reason}).")
 
+    def report(self) -> pd.DataFrame:
+        """The gate report: both models side by side on the same holdout."""
+        versions = [self.challenger_version] + ([self.champion_version] if self.champion_version else [])
+        trained_on = self.trained_on or {}
+        table = pd.DataFrame({
+            "PR-AUC": [self.challenger_pr_auc, self.champion_pr_auc],
+            "expected cost at threshold (EUR)": [self.challenger_cost, self.champion_cost],
+            "p99 scoring latency (ms)": [self.challenger_p99_ms, None],
+            "trained on (digest)": [trained_on.get(v, "not logged") for v in versions] + [None] * (2 - len(versions)),
+        }, index=[f"challenger v{self.challenger_version}", f"champion v{self.champion_version}"])
+        return table.iloc[:len(versions)]
+
 
 def should_promote(interval_low: float, mean_difference: float, margin: float = MARGIN) -> bool:
     """The promotion rule: better beyond noise (interval above zero) and by enough to matter."""
     return interval_low > 0 and mean_difference >= margin
 
 
-def paired_bootstrap(y, challenger_scores, champion_scores, n: int = N_BOOTSTRAP, seed: int = config.SEED):
-    """Bootstrap the difference in PR-AUC (challenger - champion) on the same resampled payments."""
+def bootstrap_differences(y, challenger_scores, champion_scores, n: int = N_BOOTSTRAP,
+                          seed: int = config.SEED) -> np.ndarray:
+    """PR-AUC differences (challenger - champion) on ``n`` resamples of the same payments."""
     from sklearn.metrics import average_precision_score
 
     y = np.asarray(y, dtype=int)
@@ -159,7 +281,12 @@ def paired_bootstrap(y, challenger_scores, champion_scores, n: int = N_BOOTSTRAP
         if y[idx].min() == y[idx].max():
             continue
         diffs.append(average_precision_score(y[idx], a[idx]) - average_precision_score(y[idx], b[idx]))
-    diffs = np.asarray(diffs)
+    return np.asarray(diffs)
+
+
+def paired_bootstrap(y, challenger_scores, champion_scores, n: int = N_BOOTSTRAP, seed: int = config.SEED):
+    """Mean and 90% interval of the bootstrapped PR-AUC difference (challenger - champion)."""
+    diffs = bootstrap_differences(y, challenger_scores, champion_scores, n, seed)
     tail = (1 - CONFIDENCE) / 2
     return float(diffs.mean()), (float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail)))
 
@@ -175,13 +302,47 @@ def _check_contract(version_tags: dict, version: str) -> None:
         )
 
 
-def promote_if_better(challenger_version: str, holdout: pd.DataFrame, margin: float = MARGIN,
-                      name: str | None = None) -> Decision:
-    """Score challenger and champion on the same recent held-out payments; promote the challenger
-    to ``champion`` only if it is better beyond noise and by at least ``margin``. The first model
-    becomes champion. The decision is recorded on the challenger's model version."""
-    from sklearn.metrics import average_precision_score
+def _check_same_holdout(challenger: HoldoutEvaluation, champion: HoldoutEvaluation) -> None:
+    if challenger.digest != champion.digest:
+        raise LabError(
+            f"Challenger v{challenger.version} was scored on holdout {challenger.digest} but champion "
+            f"v{champion.version} on holdout {champion.digest}: different payments, so their PR-AUCs are not "
+            "comparable (one week may simply be easier). Score both on the same holdout: "
+            "promote_if_better(version, holdout) does."
+        )
 
+
+def compare(challenger: HoldoutEvaluation, champion: HoldoutEvaluation, margin: float = MARGIN,
+            rule=should_promote) -> tuple[bool, float, tuple[float, float], np.ndarray, str]:
+    """Apply ``rule`` to two evaluations on the same holdout: (promote?, mean difference, interval,
+    bootstrap differences, reason). Refuses evaluations on holdouts with different digests."""
+    _check_same_holdout(challenger, champion)
+    diffs = bootstrap_differences(challenger.y, challenger.scores, champion.scores)
+    tail = (1 - CONFIDENCE) / 2
+    mean, interval = float(diffs.mean()), (float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail)))
+    promoted = rule(interval[0], mean, margin)
+    if promoted not in (True, False) and not isinstance(promoted, np.bool_):
+        raise LabError(f"The promotion rule returned {promoted!r}; it must return True or False.")
+    promoted = bool(promoted)
+    if promoted:
+        reason = "better beyond noise and by more than the margin"
+    elif interval[0] <= 0 <= interval[1]:
+        reason = "the difference is within noise"
+    elif interval[1] < 0:
+        reason = "the challenger is worse"
+    elif mean < margin:
+        reason = f"better, but by less than the margin of {margin}"
+    else:
+        reason = "the promotion rule said no"
+    return promoted, mean, interval, diffs, reason
+
+
+def promote_if_better(challenger_version: str, holdout: pd.DataFrame, margin: float = MARGIN,
+                      name: str | None = None, rule=should_promote, as_of=None) -> Decision:
+    """Score challenger and champion on the same held-out payments; promote the challenger to
+    ``champion`` only if ``rule(interval_low, mean_difference, margin)`` says so. The first model becomes champion. With ``as_of`` (the decision
+    time), only payments whose label had arrived by then count. The decision is recorded on the
+    challenger's model version."""
     _, client = _client()
     name = name or config.model_name()
     challenger_version = str(challenger_version)
@@ -190,36 +351,34 @@ def promote_if_better(challenger_version: str, holdout: pd.DataFrame, margin: fl
     except Exception:
         raise LabError(f"Model {name!r} has no version {challenger_version}: see lab.registry.versions().") from None
     _check_contract(challenger_tags, challenger_version)
+    if as_of is not None:
+        holdout = data.labels_known_at(holdout, as_of)
     report = data.validate_batch(holdout)
     if not report.ok:
         raise LabError(f"The holdout fails the data contract, so the gate cannot judge on it.\n{report}")
-    y = holdout["is_fraud"].to_numpy()
-    challenger_scores = predict_scores(load(challenger_version, name), holdout)
-    challenger_pr_auc = float(average_precision_score(y, challenger_scores))
+    if len(holdout) == 0 or holdout["is_fraud"].nunique() < 2:
+        raise LabError(f"The holdout has {len(holdout)} payments with known labels and not both classes: the gate "
+                       "cannot judge on it. Take an older window whose labels are in (lab.registry.gate_holdout).")
     champion_version = alias_version(CHAMPION, name)
-    fingerprint = data.fingerprint(holdout)
+    if champion_version == challenger_version:
+        raise LabError(f"Version {challenger_version} is already the champion; register a new model to challenge it.")
+    challenger = evaluate_on_holdout(challenger_version, holdout, name)
+    versions_seen = [challenger_version] + ([champion_version] if champion_version else [])
+    trained_on = {v: run_datasets(v, name).get("training", {}).get("digest", "not logged") for v in versions_seen}
+    p99 = scoring_p99_ms(challenger_version, holdout, name)
+    common = dict(margin=margin, data_fingerprint=data.fingerprint(holdout), holdout_digest=challenger.digest,
+                  holdout_rows=len(holdout), as_of=None if as_of is None else str(pd.Timestamp(as_of)),
+                  challenger_cost=challenger.cost, challenger_p99_ms=p99, trained_on=trained_on)
     set_alias(CHALLENGER, challenger_version, name)
     if champion_version is None:
-        decision = Decision("first model", True, challenger_version, None, challenger_pr_auc, None, None, None,
-                            margin, fingerprint, "no champion yet, so the first model becomes champion")
-    elif champion_version == challenger_version:
-        raise LabError(f"Version {challenger_version} is already the champion; register a new model to challenge it.")
+        decision = Decision("first model", True, challenger_version, None, challenger.pr_auc, None, None, None,
+                            reason="no champion yet, so the first model becomes champion", **common)
     else:
-        champion_scores = predict_scores(load(champion_version, name), holdout)
-        champion_pr_auc = float(average_precision_score(y, champion_scores))
-        mean, interval = paired_bootstrap(y, challenger_scores, champion_scores)
-        promoted = should_promote(interval[0], mean, margin)
-        if promoted:
-            reason = "better beyond noise and by more than the margin"
-        elif interval[0] <= 0 <= interval[1]:
-            reason = "the difference is within noise"
-        elif interval[1] < 0:
-            reason = "the challenger is worse"
-        else:
-            reason = f"better, but by less than the margin of {margin}"
+        champion = evaluate_on_holdout(champion_version, holdout, name)
+        promoted, mean, interval, diffs, reason = compare(challenger, champion, margin, rule)
         decision = Decision("promoted" if promoted else "kept champion", promoted, challenger_version,
-                            champion_version, challenger_pr_auc, champion_pr_auc, challenger_pr_auc - champion_pr_auc,
-                            interval, margin, fingerprint, reason)
+                            champion_version, challenger.pr_auc, champion.pr_auc, challenger.pr_auc - champion.pr_auc,
+                            interval, reason=reason, champion_cost=champion.cost, bootstrap=diffs.tolist(), **common)
     _record(client, name, decision)
     if decision.promoted:
         if champion_version is not None:
@@ -232,7 +391,7 @@ def promote_if_better(challenger_version: str, holdout: pd.DataFrame, margin: fl
 def _record(client, name: str, decision: Decision) -> None:
     tags = {"gate.verdict": decision.verdict, "gate.reason": decision.reason,
             "gate.decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "gate.decision": json.dumps(asdict(decision))}
+            "gate.decision": json.dumps({k: v for k, v in asdict(decision).items() if k != "bootstrap"})}
     for key, value in tags.items():
         client.set_model_version_tag(name, decision.challenger_version, key, value)
 
@@ -259,3 +418,16 @@ def rollback(name: str | None = None) -> str:
     set_alias(CHAMPION, previous, name)
     client.set_model_version_tag(name, current, "rolled_back_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return previous
+
+
+def start_over(name: str | None = None) -> int:
+    """Delete the registered model (its versions and aliases; the runs stay) so a lab can rebuild
+    its registry story from the start. Returns how many versions were removed."""
+    _, client = _client()
+    name = name or config.model_name()
+    try:
+        count = len(client.search_model_versions(f"name = '{name}'"))
+        client.delete_registered_model(name)
+    except Exception:
+        return 0
+    return count

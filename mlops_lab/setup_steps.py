@@ -39,16 +39,18 @@ def _tracked_runs() -> None:
 @step(3)
 def _champion() -> None:
     """Lab 03 leaves a registered model whose champion passed the gate: the baseline first, then
-    the gradient-boosted model promoted over it."""
+    the gradient-boosted model promoted over it, judged on the latest week whose labels are final."""
     from . import data, registry, training
 
     if registry.alias_version(registry.CHAMPION) is not None:
         return
-    _, _, holdout = data.time_split(data.load_snapshot())
+    snapshot = data.load_snapshot()
+    as_of = registry.decision_time(snapshot)
+    holdout = registry.gate_holdout(snapshot, as_of)
     runs = training.compare_runs()
     for kind in ("logistic_regression", "gradient_boosting"):
         run_id = runs[runs["model_kind"] == kind]["valid_pr_auc"].idxmax()
-        registry.promote_if_better(registry.register(run_id), holdout)
+        registry.promote_if_better(registry.register(run_id), holdout, as_of=as_of)
 
 
 @step(4)
