@@ -1,3 +1,4 @@
+import pandas as pd
 import pytest
 
 from mlops_lab import data, registry, training
@@ -80,3 +81,70 @@ def test_challenger_on_another_contract_is_refused(store):
 def test_unknown_run_is_a_clear_error(store):
     with pytest.raises(LabError, match="no run 'nope'.*compare_runs"):
         registry.register("nope")
+
+
+def test_gate_holdout_uses_only_final_labels_and_rolls_forward():
+    frame = data.course_dataset()
+    as_of = registry.decision_time(frame)
+    assert as_of == pd.Timestamp("2026-03-18")
+    holdout = registry.gate_holdout(frame, as_of)
+    assert holdout["timestamp"].min() >= pd.Timestamp("2026-02-09")
+    assert holdout["timestamp"].max() < pd.Timestamp("2026-02-16")
+    assert (holdout["label_available_at"] <= as_of).all()
+    window = frame[frame["timestamp"] >= pd.Timestamp("2026-02-09")]
+    assert 0 < len(window) - len(holdout) < 20  # only the few chargebacks later than 30 days are left out
+    earlier = registry.gate_holdout(frame, as_of - pd.Timedelta(days=7))
+    assert earlier["timestamp"].max() < holdout["timestamp"].min()  # a week earlier, a week earlier data
+
+
+def test_gate_runs_the_rule_it_is_given(store):
+    runs, holdout = store
+    name = "gate-rule"
+    registry.promote_if_better(registry.register(runs["boosted"], name=name), holdout, name=name)
+    seen = []
+
+    def always(low, mean, margin):
+        seen.append((low, mean, margin))
+        return True
+
+    worse = registry.promote_if_better(registry.register(runs["baseline"], name=name), holdout, name=name, rule=always)
+    assert worse.promoted and seen and seen[0][1] < 0  # the rule decided, even for a worse model
+    report = worse.report()
+    assert list(report.columns) == ["PR-AUC", "expected cost at threshold (EUR)", "p99 scoring latency (ms)",
+                                    "trained on (digest)"]
+    assert report.iloc[0]["expected cost at threshold (EUR)"] > 0 and report.iloc[0]["p99 scoring latency (ms)"] > 0
+    assert len(worse.bootstrap) > 250 and worse.interval[0] <= worse.difference <= worse.interval[1]
+    with pytest.raises(LabError, match="must return True or False"):
+        registry.promote_if_better(registry.register(runs["boosted"], name=name), holdout, name=name,
+                                   rule=lambda low, mean, margin: None)
+
+
+def test_gate_refuses_holdouts_with_different_digests(store):
+    runs, holdout = store
+    name = "gate-digests"
+    first = registry.register(runs["baseline"], name=name)
+    second = registry.register(runs["boosted"], name=name)
+    this_week = registry.evaluate_on_holdout(second, holdout, name=name)
+    other_week = registry.evaluate_on_holdout(first, holdout.iloc[: len(holdout) // 2], name=name)
+    with pytest.raises(LabError, match="scored on holdout .* but champion .* on holdout .*not comparable"):
+        registry.compare(this_week, other_week)
+    same_week = registry.evaluate_on_holdout(first, holdout, name=name)
+    assert registry.compare(this_week, same_week)[0] in (True, False)
+
+
+def test_gate_reads_data_versions_from_run_inputs_and_refuses_seen_data(store):
+    runs, holdout = store
+    mlflow = training.mlflow_client()
+    train, valid, _ = data.time_split(data.course_dataset())
+    with mlflow.start_run(run_id=runs["boosted_twin"]):
+        for frame, context in ((train, "training"), (valid, "validation"), (holdout, "holdout")):
+            mlflow.log_input(mlflow.data.from_pandas(frame, name=context, targets="is_fraud"), context=context)
+    name = "gate-inputs"
+    version = registry.register(runs["boosted_twin"], name=name)
+    logged = registry.run_datasets(version, name=name)
+    assert set(logged) == {"training", "validation", "holdout"}
+    assert logged["holdout"]["digest"] in registry.dataset_digests(holdout)
+    with pytest.raises(LabError, match="was tuned on this very data .*as validation"):
+        registry.evaluate_on_holdout(version, valid, name=name)
+    decision = registry.promote_if_better(version, holdout, name=name)
+    assert decision.trained_on[version] == logged["training"]["digest"]
