@@ -118,7 +118,7 @@ def _check_new_customer(value) -> None:
         assert same, f"{key}={got!r} does not match the story: the customer {_STORY[key]}"
 
 
-# --------------------------------------------------------------------------- 4.3
+# --------------------------------------------------------------------------- 4.5
 
 
 def _reference_p99(buckets):
@@ -141,7 +141,7 @@ def _p99_strict(buckets):
 
 
 @exercise(
-    "4.3",
+    "4.5",
     "The p99 from a latency histogram",
     solution='''
 def p99(buckets):
@@ -183,11 +183,11 @@ def _check_p99(func) -> None:
         assert got == expected, f"p99({buckets}) returned {got!r}, expected {expected} because {why}"
 
 
-# --------------------------------------------------------------------------- apps for 4.4 and 4.5
+# --------------------------------------------------------------------------- apps for 4.3 and 4.4
 
 
 class _AmountInCents:
-    """The planted bug of 4.4: a refactor that sends the amount in cents to the model."""
+    """The planted bug of 4.3: a refactor that sends the amount in cents to the model."""
 
     def __init__(self, model):
         self.model = model
@@ -197,7 +197,7 @@ class _AmountInCents:
 
 
 class _MissingAsZero:
-    """The planted bug of 4.5: serving fills unknown values with 0, training imputed the median."""
+    """The planted bug of 4.4: serving fills unknown values with 0, training imputed the median."""
 
     def __init__(self, model):
         self.model = model
@@ -251,7 +251,7 @@ def test_client(bug: str | None = None):
 test_client.__test__ = False  # a helper for checks and notebooks, not a pytest test
 
 
-# --------------------------------------------------------------------------- 4.4
+# --------------------------------------------------------------------------- 4.3
 
 
 def payments(n: int = 20):
@@ -327,7 +327,7 @@ def _run_learner_test(func, bug: str | None, model):
 
 
 @exercise(
-    "4.4",
+    "4.3",
     "A route test that catches a bug",
     solution='''
 def test_served_score_matches_the_model(client, model):
@@ -377,11 +377,11 @@ def _check_route_test(func) -> None:
     )
 
 
-# --------------------------------------------------------------------------- 4.5
+# --------------------------------------------------------------------------- 4.4
 
 
 @exercise(
-    "4.5",
+    "4.4",
     "Find the skew",
     solution='''
 skewed_payment = {**bodies[0], "avg_amount_30d": None}   # any payment with an unknown value
