@@ -20,7 +20,7 @@ DEFAULT_BASE_IMAGE = "python:3.11-slim"
 DEFAULT_TAG = "cardguard:latest"
 # what the image needs to serve, and nothing else (no MLflow, no Jupyter)
 SERVING_PACKAGES = ("fastapi", "uvicorn", "pydantic", "prometheus-client", "scikit-learn", "numpy", "pandas",
-                    "scipy")
+                    "scipy", "fastapi-offline")
 
 
 # the package modules the server imports (training: the pickled pipeline refers to it)
