@@ -71,7 +71,8 @@ def workspace_for(request, monkeypatch, tmp_path):
 
 
 def test_every_exercise_has_three_way_tests():
-    assert set(exercises.all_exercises()) == set(WRONG)
+    # labs 03-05 keep their answers beside their exercises (tests/test_exercise_cases.py)
+    assert {id for id in exercises.all_exercises() if int(id.split(".")[0]) <= 2} == set(WRONG)
 
 
 @pytest.mark.parametrize("id", sorted(WRONG))
