@@ -148,3 +148,13 @@ def test_gate_reads_data_versions_from_run_inputs_and_refuses_seen_data(store):
         registry.evaluate_on_holdout(version, valid, name=name)
     decision = registry.promote_if_better(version, holdout, name=name)
     assert decision.trained_on[version] == logged["training"]["digest"]
+
+
+def test_start_over_removes_versions_and_aliases_but_keeps_runs(store):
+    runs, holdout = store
+    name = "start-over"
+    registry.promote_if_better(registry.register(runs["baseline"], name=name), holdout, name=name)
+    assert registry.start_over(name) == 1
+    assert registry.alias_version("champion", name) is None and registry.versions(name).empty
+    assert registry.start_over(name) == 0
+    assert set(runs.values()) <= set(training.compare_runs().index)
