@@ -370,15 +370,16 @@ def check_statically(text) -> None:
 
 
 def build_and_run(text: str, base: str, tag: str = "cardguard:yours", report=lambda line: None) -> dict:
-    """Build ``text`` on the course's build context with Docker, run it, wait for /ready; return
-    what was seen. Raises LabError (with the build or container log) when it fails."""
+    """Build ``text`` on the course's build context with Docker, run it, wait for /ready and for its
+    HEALTHCHECK to report healthy; return what was seen. Raises LabError (with the build or container log) when it fails."""
     import httpx
 
     with tempfile.TemporaryDirectory(prefix="mlops-lab-dockerfile-") as tmp:
         context = container.build_context(tmp)
         (context / "Dockerfile").write_text(text)
         image = container.build_image(context, tag=tag, base=base, report=report)
-    with container.run_container(tag, timeout=90) as running:
+    # healthy means Docker ran your HEALTHCHECK and it passed
+    with container.run_container(tag, timeout=90, wait_for_health=True) as running:
         ready = httpx.get(f"{running.url}/ready", timeout=5)
         return {"ready": ready.status_code, "user": running.user(), "size_mb": image["size_mb"]}
 
