@@ -6,8 +6,8 @@ cells run in order over the kernel's websocket; then the kernel is LEFT RUNNING,
 it when a learner closes the tab and opens the next lab. Memory is the container's (cgroup: the
 JupyterLab server, every kernel, and whatever the kernels started), sampled four times a second.
 
-Runs inside the Binder stand-in (.ci/binder-standin.sh); exits 1 on an error in any cell or when the
-peak passes --peak-limit-mb.
+Runs inside the Binder stand-in (.ci/binder-standin.sh); exits 1 on an error in any cell, and with
+--enforce-peak also when the peak passes --peak-target-mb (1.5 GB: Binder's 2 GB less a margin).
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--token", required=True)
-    parser.add_argument("--peak-limit-mb", type=float, default=1536)
+    parser.add_argument("--peak-target-mb", type=float, default=1536)
+    parser.add_argument("--enforce-peak", action="store_true", help="exit 1 when the peak is over the target")
     parser.add_argument("--cell-timeout", type=float, default=300)
     args = parser.parse_args()
 
@@ -138,8 +139,19 @@ def main() -> int:
           f"{limit[0] / 2**20 if limit else float('nan'):.0f} MB; the cgroup's own high-water mark "
           f"(page cache included): {counter / 2**20 if counter else float('nan'):.0f} MB; "
           f"kernels still running: {len(api.get('/api/kernels').json())}", flush=True)
-    if sampler.peak / 2**20 > args.peak_limit_mb:
-        print(f"FAILED: peak {sampler.peak / 2**20:.0f} MB is over {args.peak_limit_mb:.0f} MB", flush=True)
+    import psutil
+
+    processes = []
+    for proc in psutil.process_iter(["pid", "cmdline", "memory_info"]):
+        if proc.info["memory_info"] and proc.info["cmdline"]:
+            processes.append((proc.info["memory_info"].rss, " ".join(proc.info["cmdline"])[:90]))
+    print("largest processes now (RSS MB):", flush=True)
+    for rss, cmd in sorted(processes, reverse=True)[:8]:
+        print(f"  {rss / 2**20:6.0f}  {cmd}", flush=True)
+    over = sampler.peak / 2**20 > args.peak_target_mb
+    print(f"target: peak under {args.peak_target_mb:.0f} MB with every lab's kernel left running: "
+          f"{'NOT MET' if over else 'met'}", flush=True)
+    if over and args.enforce_peak:
         return 1
     return 1 if failed else 0
 

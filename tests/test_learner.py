@@ -84,7 +84,8 @@ def test_binder_start_puts_the_workspace_outside_the_repository(tmp_path):
              "d = [p for p in jupyter_config_path() if p.endswith('binder/jupyter')][0]; "
              "c = PyFileConfigLoader('jupyter_server_config.py', path=d).load_config(); "
              "print(json.dumps({'home': str(config.home()), 'binder': config.on_binder(), "
-             "'root_dir': c.ServerApp.root_dir, 'threads': os.environ['OMP_NUM_THREADS']}))")
+             "'root_dir': c.ServerApp.root_dir, 'threads': os.environ['OMP_NUM_THREADS'], "
+             "'cull': [c.MappingKernelManager.cull_idle_timeout, c.MappingKernelManager.cull_connected]}))")
     result = subprocess.run([str(ROOT / "binder" / "start"), sys.executable, "-c", probe], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -94,3 +95,4 @@ def test_binder_start_puts_the_workspace_outside_the_repository(tmp_path):
     assert not workspace.is_relative_to(ROOT)
     assert (workspace / "labs" / "00_welcome.ipynb").exists()
     assert int(seen["threads"]) == config.cpu_limit()
+    assert seen["cull"][0] > 0 and seen["cull"][1] is False  # only kernels whose tab was closed
