@@ -18,8 +18,10 @@ peak_target_mb=${MLOPS_LAB_WALK_PEAK_MB:-1536}
 # MLOPS_LAB_WALK_ENFORCE=1 fails the walk-through when its peak passes the target. Off by default:
 # today all six kernels left running peak near 2 GB (see the README's figures), and that is the
 # labs' own memory, not something this check can fix.
-enforce=()
-[[ ${MLOPS_LAB_WALK_ENFORCE:-0} == 1 ]] && enforce=(--enforce-peak)
+walk_options=()
+[[ ${MLOPS_LAB_WALK_ENFORCE:-0} == 1 ]] && walk_options=(--enforce-peak)
+# MLOPS_LAB_WALK_SHUT_DOWN=1: the learner follows lab 00's advice and shuts down each finished lab's kernel.
+[[ ${MLOPS_LAB_WALK_SHUT_DOWN:-0} == 1 ]] && walk_options+=(--shut-down-finished)
 start=$(date +%s)
 log() { printf '[binder %4ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
@@ -53,7 +55,7 @@ if [[ $what == walk || $what == all ]]; then
   docker run -d --name "$name" "${limits[@]}" --network none "$image" \
     jupyter lab --ip=127.0.0.1 --port=8888 --no-browser --IdentityProvider.token="$token" >/dev/null
   docker exec "$name" ./binder/start python .ci/binder-walkthrough.py --url http://127.0.0.1:8888 --token "$token" \
-    --peak-target-mb "$peak_target_mb" "${enforce[@]}" || status=1
+    --peak-target-mb "$peak_target_mb" "${walk_options[@]}" || status=1
   oom_check "$name" || status=1
   docker rm -f "$name" >/dev/null
 fi

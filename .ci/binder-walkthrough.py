@@ -94,6 +94,8 @@ def main() -> int:
     parser.add_argument("--token", required=True)
     parser.add_argument("--peak-target-mb", type=float, default=1536)
     parser.add_argument("--enforce-peak", action="store_true", help="exit 1 when the peak is over the target")
+    parser.add_argument("--shut-down-finished", action="store_true",
+                        help="shut each lab's kernel down before the next lab, as lab 00 advises")
     parser.add_argument("--cell-timeout", type=float, default=300)
     args = parser.parse_args()
 
@@ -130,6 +132,8 @@ def main() -> int:
         for error in errors:
             print(f"    {error}", flush=True)
         failed += errors
+        if args.shut_down_finished:
+            api.delete(f"/api/sessions/{session['id']}")
     time.sleep(2)  # let whatever the last cells started settle, then take the final sample
     sampler.stop.set()
     sampler.join()
@@ -149,8 +153,8 @@ def main() -> int:
     for rss, cmd in sorted(processes, reverse=True)[:8]:
         print(f"  {rss / 2**20:6.0f}  {cmd}", flush=True)
     over = sampler.peak / 2**20 > args.peak_target_mb
-    print(f"target: peak under {args.peak_target_mb:.0f} MB with every lab's kernel left running: "
-          f"{'NOT MET' if over else 'met'}", flush=True)
+    how = "each finished lab's kernel shut down" if args.shut_down_finished else "every lab's kernel left running"
+    print(f"target: peak under {args.peak_target_mb:.0f} MB with {how}: {'NOT MET' if over else 'met'}", flush=True)
     if over and args.enforce_peak:
         return 1
     return 1 if failed else 0

@@ -5,16 +5,29 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 
 
-def open_notebook(page, lab, path: str) -> None:
-    """Open ``path`` (relative to the server's root) by URL and wait for its kernel to be idle."""
-    page.goto(lab.page_url(f"lab/tree/{path}"))
+def open_notebook(page, lab, path: str, timeout: float = 120) -> None:
+    """Open ``path`` (relative to the server's root) by its lab/tree URL, in a fresh layout (`reset`:
+    no tabs restored from an earlier test), and wait until its own kernel is connected and idle."""
+    import httpx
+
+    page.goto(lab.page_url(f"lab/tree/{path}?reset"))
     page.locator(f"{NOTEBOOK} .jp-Cell").first.wait_for()
-    wait_for_kernel(page)
+    deadline = time.monotonic() + timeout
+    while True:  # the server's view: this notebook's kernel is idle and the page is connected to it
+        sessions = httpx.get(f"{lab.url}/api/sessions", params={"token": lab.token}, timeout=10).json()
+        kernel = next((s["kernel"] for s in sessions if s["path"] == path), None)
+        if kernel and kernel.get("execution_state") == "idle" and kernel.get("connections", 0) > 0:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the kernel of {path} did not become idle and connected: {kernel}")
+        time.sleep(0.5)
+    wait_for_kernel(page, timeout)
 
 
 def wait_for_kernel(page, timeout: float = 120) -> None:

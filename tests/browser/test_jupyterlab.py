@@ -24,9 +24,8 @@ def badge_urlpath() -> str:
 def test_lab_00_runs_through_the_ui_from_the_badge_url(page, jupyterlab):
     path = badge_urlpath()
     assert path.startswith("lab/tree/")
-    page.goto(jupyterlab.page_url(path))
-    page.locator(f"{ui.NOTEBOOK} .jp-Cell").first.wait_for()
-    ui.wait_for_kernel(page)
+    ui.open_notebook(page, jupyterlab, path.removeprefix("lab/tree/"))  # the same lab/tree/... URL
+    assert page.url.split("?")[0] == f"{jupyterlab.url}/{path}"
     ui.run_menu(page, "Run All Cells")
     ui.wait_until_done(page)
     ui.save(page)
