@@ -29,6 +29,8 @@ _LAZY = {
     "widgets": ("widgets", None),
     "serving": ("serving", None),
     "container": ("container", None),
+    "ci": ("ci", None),
+    "testing": ("testing", None),
 }
 
 __all__ = ["LabError", "reset", *_LAZY]

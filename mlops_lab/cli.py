@@ -217,5 +217,23 @@ def workshop_status(root: Path | None, leaderboard: bool, plot: Path | None) -> 
         click.echo(f"\nProgress plot: {plot}")
 
 
+# --- ci (issue 10): the local pipeline, the same stages as .github/workflows/ci.yml
+@main.command()
+@click.option("--stage", "stages", multiple=True, metavar="NAME",
+              help="Run only this stage (repeatable); the stages run in pipeline order.")
+@click.option("--keep-going", is_flag=True, help="Run every stage even after a failure.")
+@click.option("--require-container", is_flag=True, help="Fail (instead of skip) when no Docker daemon answers.")
+def ci(stages: tuple[str, ...], keep_going: bool, require_container: bool) -> None:
+    """Run the CI pipeline locally: lint, unit tests, data, train, quality, latency, behaviour,
+    container, register. Prints a stage table; exits 1 when a stage fails."""
+    from . import ci as pipeline
+
+    result = pipeline.run(list(stages), keep_going=keep_going, require_container=require_container,
+                          report=lambda line: click.echo(line, err=True))
+    click.echo(result.table())
+    if not result.ok:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

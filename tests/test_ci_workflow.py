@@ -1,0 +1,98 @@
+"""The project's workflow file: valid for actionlint, clean under zizmor (offline, nothing at
+medium severity or above), hardened as the issue asks, and in step with `mlops-lab ci`'s stages."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlops_lab import ci
+from mlops_lab.errors import LabError
+
+from .conftest import ROOT
+
+WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+
+
+@pytest.fixture(scope="module")
+def workflow():
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def _tool(name):
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def test_actionlint_accepts_the_workflow():
+    assert ci.actionlint(WORKFLOW.read_text()) == []
+
+
+def test_actionlint_lines_are_shown_for_a_broken_workflow():
+    broken = WORKFLOW.read_text().replace("runs-on: ubuntu-latest", "runs-on: ubuntu-lastest", 1)
+    with pytest.raises(LabError, match=r"actionlint rejects this workflow:\n  line \d+:\d+: label \"ubuntu-lastest\""):
+        ci.check_workflow(broken)
+
+
+def test_zizmor_finds_nothing_at_medium_or_above():
+    out = subprocess.run([_tool("zizmor"), "--offline", "--min-severity", "medium", "--format", "plain",
+                          str(WORKFLOW)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "No findings" in out.stdout
+
+
+def test_zizmor_would_catch_an_unpinned_action():
+    unpinned = WORKFLOW.read_text().replace("actions/checkout@08c6903cd8c0fde910a37f88322edcfb5dd907a8", "actions/checkout@v5")
+    out = subprocess.run([_tool("zizmor"), "--offline", "--min-severity", "medium", "-"], input=unpinned,
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "unpinned-uses" in out.stdout
+
+
+def test_triggers_concurrency_and_least_privilege(workflow):
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as True
+    assert {"push", "pull_request", "schedule"} <= set(triggers)
+    assert triggers["schedule"][0]["cron"].split()[4] in {"0", "1", "2", "3", "4", "5", "6"}  # weekly
+    assert workflow["concurrency"]["cancel-in-progress"] is True and "github.ref" in workflow["concurrency"]["group"]
+    assert workflow["permissions"] == {}
+    for name, job in workflow["jobs"].items():
+        assert job["permissions"] == {"contents": "read"}, name
+
+
+def test_actions_are_pinned_by_full_commit_sha_and_pip_is_cached(workflow):
+    for name, job in workflow["jobs"].items():
+        uses = [s for s in job["steps"] if "uses" in s]
+        for step in uses:
+            ref = step["uses"].split("@")[1]
+            assert len(ref) == 40 and all(c in "0123456789abcdef" for c in ref), step["uses"]
+            if step["uses"].startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False
+        setup = next(s for s in uses if s["uses"].startswith("actions/setup-python@"))
+        assert setup["with"]["cache"] == "pip", name
+
+
+def _stages_by_job(workflow):
+    found = {}
+    for job_name, job in workflow["jobs"].items():
+        for step in job["steps"]:
+            words = str(step.get("run", "")).split()
+            if words[:2] != ["mlops-lab", "ci"]:
+                continue
+            for i, word in enumerate(words):
+                if word == "--stage":
+                    found.setdefault(words[i + 1], []).append(job_name)
+    return found
+
+
+def test_every_stage_runs_once_in_its_job(workflow):
+    assert _stages_by_job(workflow) == {s.name: [s.job] for s in ci.STAGES}
+    assert {"lint", "tests", "notebooks", "container"} <= set(workflow["jobs"])
+
+
+def test_ci_run_script_runs_the_same_pipeline():
+    script = (ROOT / ".ci" / "run").read_text()
+    calls = [line.split("mlops-lab ci", 1)[1].split() for line in script.splitlines()
+             if "mlops-lab ci" in line and not line.lstrip().startswith(("#", "log"))]
+    assert calls and not any("--stage" in words for words in calls)  # every stage, in STAGES order
