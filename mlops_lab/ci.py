@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sklearn.base import BaseEstimator, ClassifierMixin  # for the slow-model fault (a real estimator)
+
 from . import config
 from .errors import LabError
 
@@ -445,11 +447,11 @@ def _bad_batch(frame):
     return frame
 
 
-class SlowScorer:
+class SlowScorer(ClassifierMixin, BaseEstimator):
     """A classifier that waits ``delay`` seconds before answering, as a model that synchronously calls
     a remote feature service on every prediction does (latency injection: the scores are unchanged)."""
 
-    def __init__(self, model, delay: float = 0.25):
+    def __init__(self, model=None, delay: float = 0.25):
         self.model, self.delay = model, delay
 
     def fit(self, x, y):
@@ -460,9 +462,6 @@ class SlowScorer:
     def predict_proba(self, x):
         time.sleep(self.delay)
         return self.model.predict_proba(x)
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "classes_")
 
 
 def _slow_pipeline():
