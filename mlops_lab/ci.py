@@ -201,7 +201,8 @@ def _train_custom(recipe: Recipe, train, valid):
                                  data.dataset_record(train, "train"), seconds)
 
 
-def _champion():
+def load_champion():
+    """The champion as (version, pipeline, threshold), or a LabError that says how to get one."""
     from . import registry
 
     version = registry.alias_version(registry.CHAMPION)
@@ -216,9 +217,9 @@ def _champion():
 def _quality(ctx: Context) -> tuple[str, str]:
     from . import registry, training
 
+    version, champion, champion_threshold = load_champion()  # before training: without one, say so at once
     candidate = ctx.trained()
     _, _, holdout = ctx.split()
-    version, champion, champion_threshold = _champion()
     mine = training.evaluate(candidate.pipeline, holdout, candidate.threshold)
     theirs = training.evaluate(champion, holdout, champion_threshold)
     nothing = float((holdout["amount"] * holdout["is_fraud"]).sum())  # flag nothing: every fraud is lost

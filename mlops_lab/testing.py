@@ -189,7 +189,7 @@ def invariance(model, frame: pd.DataFrame, change: Callable[[pd.DataFrame], pd.D
 
 
 def directional(model, frame: pd.DataFrame, change: Callable[[pd.DataFrame], pd.DataFrame], name: str,
-                direction: str = "not lower", tolerance: float = 0.01, max_failure_rate: float = 0.01) -> Verdict:
+                direction: str = "not lower", tolerance: float = 0.001, max_failure_rate: float = 0.01) -> Verdict:
     """A change with a known effect moves scores the expected way: ``direction`` is "not lower" or
     "not higher". A payment fails when its score moves the wrong way by more than ``tolerance``;
     the test passes when at most ``max_failure_rate`` of payments fail (CheckList reports rates:

@@ -73,7 +73,7 @@ def test_no_champion_points_at_setup(tmp_path, monkeypatch, course_home):
     empty = tmp_path / "fresh"
     shutil.copytree(course_home / "data", empty / "data")  # a snapshot, but no registry
     monkeypatch.setenv("MLOPS_LAB_HOME", str(empty))
-    result = ci.run(["quality"], recipe=ci.Recipe("logistic_regression"))
+    result = ci.run(["quality"])
     assert result.failed_stage == "quality" and "lab.setup(4)" in result["quality"].reason
 
 
