@@ -148,3 +148,23 @@ def test_grading_measures_delay_and_false_alarms(bundle):
     noisy = stream.grade_rules([alerts.AlertRule("always", "flag_rate", ">=", 0)], streams, settings)
     summary = stream.score_grade(noisy)
     assert summary["false_alarm_rate"] == 1.0 and summary["control_days"] == settings.days - settings.window_days + 1
+
+
+def test_drift_explorer_shows_the_window_it_names(bundle):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mlops_lab.monitoring.explorer import DriftExplorer
+
+    model = load_from_bundle(bundle)
+    settings = stream.StreamSettings(days=8, drift_day=3, window_days=3, per_day=1_000)
+    reference = data.simulate_transactions(days=14, start="2026-01-19", per_day=1_000, seed=8)
+    explorer = DriftExplorer(model.pipeline, model.threshold,
+                             stream.reference_profile(model.pipeline, model.threshold, reference), settings)
+    explorer.scenario.value = "amount_in_cents"
+    explorer.column.value = "amount"
+    explorer.day.value = 7  # the window of days 4-6: all after the drift began
+    assert explorer.last_report.drifted_columns[0] == "amount"
+    explorer.day.value = 3  # before the drift
+    assert "amount" not in explorer.last_report.drifted_columns
+    assert len(explorer.window("amount_in_cents", 3)) == pytest.approx(3_000, rel=0.1)

@@ -446,7 +446,7 @@ def _psi_from_counts(ref: np.ndarray, cur: np.ndarray, eps: float = 0.5) -> tupl
 
 def psi(ref_sorted: np.ndarray, cur_sorted: np.ndarray, edges) -> tuple[float, float]:
     """PSI of the current values on the reference's quantile bins, and its noise level (see
-    ``_psi_from_counts``). Both samples sorted: a bin count is then a difference of two positions."""
+    ``_psi_from_counts``). Both samples must be sorted: a bin count is then a difference of two positions."""
     edges = np.asarray(edges, dtype=float)
     if len(edges) == 0:
         return 0.0, 0.0
@@ -454,7 +454,7 @@ def psi(ref_sorted: np.ndarray, cur_sorted: np.ndarray, edges) -> tuple[float, f
     def counts(values):
         return np.diff(np.r_[0, np.searchsorted(values, edges, side="left"), len(values)]).astype(float)
 
-    return _psi_from_counts(counts(ref_sorted), counts(np.sort(cur_sorted)))
+    return _psi_from_counts(counts(ref_sorted), counts(cur_sorted))
 
 
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, contract=None, **kwargs) -> DriftReport:
