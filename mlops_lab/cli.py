@@ -235,5 +235,32 @@ def ci(stages: tuple[str, ...], keep_going: bool, require_container: bool) -> No
         sys.exit(1)
 
 
+# ---------------------------------------------------------------- monitoring (lab 07)
+@main.command()
+@click.argument("reference", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("current", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--contract", is_flag=True, help="Take the columns and their kinds from the data contract.")
+@click.option("--html", type=click.Path(path_type=Path, dir_okay=False), help="Also write the report as HTML.")
+def monitor(reference: Path, current: Path, contract: bool, html: Path | None) -> None:
+    """Drift report of CURRENT against REFERENCE (Parquet or CSV files); exit 1 when a column drifts."""
+    import pandas as pd
+
+    from .monitoring import ReferenceProfile
+
+    def read(path: Path):
+        try:
+            return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        except Exception as exc:
+            raise LabError(f"Cannot read {path} ({type(exc).__name__}): give a Parquet or CSV file.") from None
+
+    report = ReferenceProfile.fit(read(reference), contract=True if contract else None).compare(read(current))
+    click.echo(repr(report))
+    if html:
+        from .monitoring.report import save_html
+
+        click.echo(f"HTML report: {save_html(report, html)}")
+    sys.exit(1 if report.drifted else 0)
+
+
 if __name__ == "__main__":
     main()
