@@ -123,7 +123,7 @@ def test_malformed_json_and_wrong_content_type(server, client, payments):
     text = client.post(f"{server.url}/predict", content=json.dumps(_valid(payments)), headers={"content-type": "text/plain"})
     assert text.status_code == 415 and "application/json" in text.json()["detail"]
     odd = client.post(f"{server.url}/invocations", json={"instances": [1, 2]})
-    assert odd.status_code == 422 and "dataframe_split" in odd.json()["detail"]
+    assert odd.status_code == 422 and "rows must be objects that name their columns" in odd.json()["detail"]
     assert client.get(f"{server.url}/ready").status_code == 200
 
 
@@ -288,3 +288,121 @@ def test_browser_url_under_jupyter_goes_through_the_proxy(server, plain_environm
     assert server.browser_url("/openapi.json") == f"/proxy/{server.port}/openapi.json"
     monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada")  # JupyterHub and Binder
     assert server.browser_url() == f"/user/ada/proxy/{server.port}/docs"
+
+
+# --------------------------------------------------------------------------- hardening (issue 8)
+
+SCORING = ["/predict", "/predict/batch", "/invocations"]
+
+
+def _raw_bodies(payments, endpoint: str, record: str) -> bytes:
+    """A request body for ``endpoint`` around one record given as raw JSON text."""
+    return {"/predict": record, "/predict/batch": f'{{"transactions": [{record}]}}',
+            "/invocations": f'{{"dataframe_records": [{record}]}}'}[endpoint].encode()
+
+
+def _with_raw(payments, field: str, raw: str) -> str:
+    """A valid record as JSON text, with ``field``'s value replaced by raw JSON text."""
+    return json.dumps({**_valid(payments), field: "@@"}).replace('"@@"', raw)
+
+
+@pytest.mark.parametrize("endpoint", SCORING)
+@pytest.mark.parametrize("where", ["value", "key", "category"])
+def test_a_lone_surrogate_gets_400_not_500(server, client, payments, endpoint, where):
+    broken = {"value": _with_raw(payments, "transaction_id", '"\\ud800"'),
+              "key": _with_raw(payments, "amount", "1.5").replace('"amount"', '"\\ud800"'),
+              "category": _with_raw(payments, "channel", '"chip\\udfff"')}[where]
+    assert "\\ud800" in broken or "\\udfff" in broken
+    response = client.post(f"{server.url}{endpoint}", content=_raw_bodies(payments, endpoint, broken),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "malformed JSON" in response.json()["detail"] and response.json()["errors"][0]["rule"] == "json_invalid"
+
+
+@pytest.mark.parametrize("endpoint", SCORING)
+def test_deep_nesting_gets_400(server, client, payments, endpoint):
+    deep = "[" * 100_000 + "]" * 100_000
+    response = client.post(f"{server.url}{endpoint}", content=deep, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "recursion" in response.json()["detail"]
+    nested = _with_raw(payments, "channel", "[" * 3000 + "]" * 3000)
+    response = client.post(f"{server.url}{endpoint}", content=_raw_bodies(payments, endpoint, nested),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "recursion" in response.json()["detail"], response.text
+
+
+def test_an_oversized_body_gets_413_before_it_is_read(server, client, payments):
+    import socket
+
+    from mlops_lab.serving.app import MAX_BODY_BYTES
+
+    # Content-Length says 200 MB and nothing follows: the answer comes at once, without waiting for the body.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 200000000\r\n\r\n")
+        head = raw.recv(4096).decode()
+    assert head.startswith("HTTP/1.1 413"), head
+    # A chunked body (no Content-Length) is counted as it arrives and cut off at the limit.
+    sent = []
+
+    def chunks():
+        for _ in range(50):  # 50 MB if it were all read
+            sent.append(1)
+            yield b" " * 1_000_000
+
+    start = time.perf_counter()
+    response = client.post(f"{server.url}/predict/batch", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "MLOPS_LAB_MAX_BODY_BYTES" in response.json()["detail"]
+    assert time.perf_counter() - start < 10
+    # A full batch of the largest payments fits well within the limit.
+    one = {**_valid(payments), "transaction_id": "x" * 100}
+    full = json.dumps({"transactions": [one] * MAX_BATCH}, indent=2)
+    assert len(full) < MAX_BODY_BYTES
+    assert client.post(f"{server.url}/predict/batch", content=full, headers={"content-type": "application/json"}).status_code == 200
+    assert client.get(f"{server.url}/ready").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def admin_server(bundle, tmp_path_factory):
+    with start_server(bundle=bundle, admin_token="s3cret", prediction_log=tmp_path_factory.mktemp("admin") / "p.jsonl") as handle:
+        yield handle
+
+
+@pytest.mark.parametrize("header, status", [
+    ("Bearer s3cret", 200), ("bearer s3cret", 200), ("BEARER  s3cret", 200),
+    (None, 401), ("s3cret", 401), ("Basic s3cret", 401), ("Bearer", 401), ("Bearer wrong", 401),
+])
+def test_admin_token_follows_rfc_6750(admin_server, header, status):
+    headers = {"Authorization": header} if header is not None else {}
+    response = httpx.post(f"{admin_server.url}/admin/reload", headers=headers, timeout=60)
+    assert response.status_code == status, response.text
+    if status == 401:
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert "Bearer <MLOPS_LAB_ADMIN_TOKEN>" in response.json()["detail"]
+
+
+def test_a_corrupt_bundle_is_refused_with_one_line_and_the_fix(bundle, tmp_path):
+    import shutil
+
+    from mlops_lab.serving.model import load_from_bundle
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(bundle, damaged)
+    pickled = (damaged / "model.pkl").read_bytes()
+    (damaged / "model.pkl").write_bytes(pickled[: len(pickled) // 2])
+    with pytest.raises(LabError, match="does not match the digest recorded at export.*mlops-lab container"):
+        load_from_bundle(damaged)
+    # A bundle without a digest is not unpickled either.
+    meta = json.loads((bundle / "model.json").read_text())
+    assert meta["model_sha256"].startswith("sha256:")
+    (damaged / "model.pkl").write_bytes(pickled)
+    (damaged / "model.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "model_sha256"}))
+    with pytest.raises(LabError, match="records no digest"):
+        load_from_bundle(damaged)
+    # Served: the server says why in one line, with no traceback in its log.
+    (damaged / "model.pkl").write_bytes(b"garbage")
+    (damaged / "model.json").write_text(json.dumps({**meta, "model_sha256": "sha256:" + __import__("hashlib").sha256(b"garbage").hexdigest()}))
+    with pytest.raises(LabError) as info:
+        start_server(bundle=damaged, prediction_log=tmp_path / "log.jsonl", timeout=60)
+    message = str(info.value)
+    assert "cannot be unpickled (UnpicklingError" in message and "lab.setup(5)" in message
+    assert "Traceback" not in message

@@ -1,8 +1,13 @@
 """The CardGuard API: ``create_app(...)`` builds it; ``app_from_env()`` is the uvicorn factory
 the local server and the container both run.
 
-Endpoints: POST /predict, POST /predict/batch, POST /invocations (MLflow-compatible),
-GET /health, GET /ready, GET /metrics, GET /version, POST /admin/reload.
+Endpoints: POST /predict, POST /predict/batch, POST /invocations (MLflow's scoring protocol),
+GET /health, GET /ready, GET /ping, GET /metrics, GET /version, POST /admin/reload, and the docs
+(/docs, /redoc) served from the package.
+
+The scoring endpoints read their own bodies: a pure ASGI guard checks the content type and caps
+the body size (413) before anything is parsed, and pydantic-core parses and validates the JSON in
+one pass. Every answer a caller can get is documented in the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -21,18 +26,33 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from pydantic import TypeAdapter, ValidationError
+from fastapi.responses import Response
 
 from ..errors import LabError
+from . import protocol
 from .model import LoadedModel, load_from_bundle, load_from_registry
 from .predlog import PredictionLog
-from .schemas import MAX_BATCH, BatchPrediction, BatchRequest, Prediction, Transaction, VersionInfo
+from .protocol import Problem
+from .schemas import (
+    MAX_BATCH,
+    BatchPrediction,
+    BatchRequest,
+    InvocationsResponse,
+    Prediction,
+    ProblemDetail,
+    ReloadResult,
+    Status,
+    Transaction,
+    VersionInfo,
+)
 
 log = logging.getLogger("mlops_lab.serving")
-ENDPOINTS = ("/predict", "/predict/batch", "/invocations", "/health", "/ready", "/metrics", "/version",
+ENDPOINTS = ("/predict", "/predict/batch", "/invocations", "/health", "/ready", "/ping", "/metrics", "/version",
              "/admin/reload")
-_records = TypeAdapter(list[Transaction])  # type: ignore[valid-type]
+JSON, CSV = "application/json", "text/csv"
+BODY_TYPES = {"/predict": (JSON,), "/predict/batch": (JSON,), "/invocations": (JSON, CSV)}
+MAX_BODY_BYTES = 1_048_576  # 1 MiB: a full batch of 1,000 payments is about 0.3 MB as JSON records
+BODY = "cardguard.body"  # where the guard leaves the body in the ASGI scope
 
 
 # --------------------------------------------------------------------------- metrics
@@ -59,82 +79,194 @@ class Metrics:
                                registry=self.registry)
         self.log_dropped = Counter("cardguard_prediction_log_dropped", "Prediction log records dropped (queue full)",
                                    registry=self.registry)
+        self._series: dict = {}
 
     def serving(self, model: LoadedModel) -> None:
         self.model_info.clear()
         self.model_info.labels(model.name, model.version, model.alias or "", model.contract_hash).set(1)
 
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        # labels() looks the series up under a lock on every call: keep the children (hot path)
+        key = (endpoint, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (self.latency.labels(endpoint), self.requests.labels(endpoint, str(status)))
+        series[0].observe(seconds)
+        series[1].inc()
 
-JSON_ENDPOINTS = ("/predict", "/predict/batch", "/invocations")
+
+# --------------------------------------------------------------------------- the body guard
 
 
-def _is_json(scope) -> bool:
-    for key, value in scope.get("headers", ()):
-        if key == b"content-type":
-            return value.split(b";")[0].strip().lower() == b"application/json"
-    return False
+def _raw_response(status: int, body: bytes, headers: tuple = ()) -> list[dict]:
+    return [{"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                         *headers]},
+            {"type": "http.response.body", "body": body}]
 
 
-class _TimingMiddleware:
-    """Pure ASGI middleware: counts and times every request (cheaper than BaseHTTPMiddleware)."""
+def _content_type_problem(path: str, value: bytes | None) -> str | None:
+    """MLflow's rules for the content type: a known media type, charset (if any) UTF-8, no other parameters."""
+    allowed = BODY_TYPES[path]
+    wanted = " or ".join(f"'Content-Type: {t}'" for t in allowed)
+    if value is None:
+        return f"no Content-Type: send the body with {wanted}"
+    try:
+        text = value.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+        text = ""
+    mime, *params = [part.strip() for part in text.split(";")]
+    if mime.lower() not in allowed:
+        return f"unsupported Content-Type {mime[:60]!r}: send the body with {wanted}"
+    for param in params:
+        name, _, val = param.partition("=")
+        if name.strip().lower() != "charset":
+            return f"unsupported Content-Type parameter {name.strip()[:40]!r}: only charset=utf-8 is understood"
+        if val.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return "only UTF-8 bodies are accepted (charset=utf-8)"
+    return None
 
-    def __init__(self, app, metrics: Metrics):
-        self.app, self.metrics = app, metrics
+
+class _Guard:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware) in front of the app: counts and times
+    every request; for the scoring endpoints it checks the content type (415) and reads the body
+    with a cap (413: from Content-Length before reading anything, else counting bytes as they
+    arrive, so a chunked body is cut off too). It adds ``Server-Timing: app;dur=<ms>``."""
+
+    def __init__(self, app, metrics: Metrics, max_body_bytes: int):
+        self.app, self.metrics, self.max_body = app, metrics, max_body_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        start = time.perf_counter()
         path = scope["path"]
         endpoint = path if path in ENDPOINTS else "other"
-        status = {"code": 500}
-        start = time.perf_counter()
+        status = 500
 
-        async def send_wrapper(message):
+        async def send_timed(message):
+            nonlocal status
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status = message["status"]
+                took = f"app;dur={(time.perf_counter() - start) * 1000:.3f}".encode()
+                message["headers"] = [*message.get("headers", ()), (b"server-timing", took)]
             await send(message)
 
         try:
-            if scope["method"] == "POST" and endpoint in JSON_ENDPOINTS and not _is_json(scope):
-                response = _problem(415, "send the body as JSON with 'Content-Type: application/json'")
-                await response(scope, receive, send_wrapper)
+            if scope["method"] == "POST" and path in BODY_TYPES:
+                problem = await self._read_body(scope, receive)
+                if problem is not None:
+                    for message in problem:
+                        await send_timed(message)
+                    return
+
+                async def replay():
+                    return {"type": "http.request", "body": scope[BODY], "more_body": False}
+
+                await self.app(scope, replay, send_timed)
             else:
-                await self.app(scope, receive, send_wrapper)
+                await self.app(scope, receive, send_timed)
         finally:
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            self.metrics.observe(endpoint, status, time.perf_counter() - start)
+
+    async def _read_body(self, scope, receive) -> list[dict] | None:
+        headers = dict(scope["headers"])
+        reason = _content_type_problem(scope["path"], headers.get(b"content-type"))
+        if reason is not None:
+            return _raw_response(415, protocol.problem_body(415, reason))
+        too_big = _raw_response(413, protocol.problem_body(
+            413, f"the body is larger than {self.max_body:,} bytes: send at most {MAX_BATCH} payments per request, "
+                 "or start the server with a larger MLOPS_LAB_MAX_BODY_BYTES"))
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                return _raw_response(400, protocol.problem_body(400, "Content-Length is not a number"))
+            if declared > self.max_body:
+                return too_big
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return []  # the client left: nothing to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return too_big
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        scope[BODY] = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return None
 
 
-# --------------------------------------------------------------------------- errors
+# --------------------------------------------------------------------------- OpenAPI
 
 
-def _field_errors(errors, prefix: str = "") -> list[dict]:
-    out = []
-    for e in errors:
-        loc = [p for p in e.get("loc", ()) if p != "body"]
-        path = prefix
-        for part in loc:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        item = {"field": path or "body", "rule": e.get("type", "invalid"), "message": e.get("msg", "")}
-        if "input" in e and e.get("type") != "missing" and not isinstance(e["input"], dict | list):
-            item["input"] = e["input"]
-        out.append(item)
-    return out
+def _problems(*codes: int) -> dict:
+    why = {400: "The body is not valid JSON (or CSV): syntax, encoding (UTF-8, no lone surrogates), nesting.",
+           401: "Missing or wrong 'Authorization: Bearer <token>'.",
+           403: "Reloading is disabled (no admin token configured).",
+           409: "The new model could not be loaded; the old one keeps serving.",
+           413: "The body is larger than the server's limit (MLOPS_LAB_MAX_BODY_BYTES).",
+           415: "Unsupported Content-Type (or a charset other than UTF-8).",
+           422: "The body does not match the data contract: every error names the field and the rule.",
+           503: "The model is not loaded yet (or could not be): the detail says why."}
+    return {code: {"model": ProblemDetail, "description": why[code]} for code in codes}
 
 
-def _problem(status: int, detail: str, errors: list[dict] | None = None) -> JSONResponse:
-    body = {"detail": detail}
-    if errors is not None:
-        body["errors"] = errors
-    return JSONResponse(body, status_code=status)
+def _body_schema(name: str, csv: bool = False) -> dict:
+    content = {JSON: {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+    if csv:
+        content[CSV] = {"schema": {"type": "string"},
+                        "example": "amount,merchant_category,channel,hour,customer_age_days,avg_amount_30d,"
+                                   "tx_count_24h,distance_from_home_km,country_mismatch,new_device\n"
+                                   "42.5,grocery,chip,14,830,55.1,2,3.2,False,False\n"}
+    return {"requestBody": {"required": True, "content": content}}
 
 
-def _json_safe(errors: list[dict]) -> list[dict]:
-    for e in errors:
-        value = e.get("input")
-        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-            e["input"] = str(value)
-    return errors
+def _invocations_schema(record_ref: str) -> dict:
+    """MLflow's four JSON formats. JSON Schema cannot say that a split row matches its columns or
+    that columnar lists have one length; the server checks that and answers 422."""
+    records = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": {"$ref": record_ref}}
+    params = {"type": "object", "description": "Accepted and ignored (this model takes no parameters)."}
+    column = {"type": "array", "maxItems": MAX_BATCH, "items": {}}
+
+    def one(key: str, schema: dict) -> dict:
+        return {"type": "object", "properties": {key: schema, "params": params}, "required": [key],
+                "additionalProperties": False}
+
+    split = {"type": "object", "required": ["columns", "data"], "additionalProperties": False,
+             "properties": {"columns": {"type": "array", "items": {"type": "string"}},
+                            "data": {"type": "array", "maxItems": MAX_BATCH, "items": {"type": "array"}},
+                            "index": {"type": "array"}}}
+    return {"title": "MLflowScoringRequest",
+            "description": "Exactly one of dataframe_split, dataframe_records, instances, inputs (and "
+                           "optionally params): the formats `mlflow models serve` accepts.",
+            "oneOf": [one("dataframe_split", split), one("dataframe_records", records), one("instances", records),
+                      one("inputs", {"oneOf": [records, {"type": "object", "additionalProperties": column}]})]}
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """FastAPI's schema plus the request bodies the scoring endpoints read themselves."""
+    from pydantic.json_schema import models_json_schema
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        _, defs = models_json_schema([(Transaction, "validation"), (BatchRequest, "validation")],
+                                     ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(defs["$defs"])
+        components["MLflowScoringRequest"] = _invocations_schema("#/components/schemas/Transaction")
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
 
 
 # --------------------------------------------------------------------------- the app
@@ -191,11 +323,13 @@ def create_app(
     prediction_log: str | Path | None = None,
     admin_token: str | None = None,
     poll_seconds: float | None = None,
+    max_body_bytes: int | None = None,
 ) -> FastAPI:
     """Build the CardGuard API. The model comes from ``bundle`` (a folder made by
     ``export_bundle``), else from the registry at ``alias``; ``load_model`` overrides both.
     It is loaded once, off the request path, when the server starts; ``/ready`` answers 503
-    (with the reason) until the model has scored its serving examples."""
+    (with the reason) until the model has scored its serving examples. Bodies larger than
+    ``max_body_bytes`` (default MLOPS_LAB_MAX_BODY_BYTES, else 1 MiB) get 413 unread."""
     if load_model is None:
         if bundle is not None:
             def load_model():
@@ -203,13 +337,16 @@ def create_app(
         else:
             def load_model():
                 return load_from_registry(alias, name)
+    if max_body_bytes is None:
+        max_body_bytes = int(os.environ.get("MLOPS_LAB_MAX_BODY_BYTES") or MAX_BODY_BYTES)
     metrics = Metrics()
-    state = {"model": None, "reason": "loading the model", "log": None}
+    state = {"model": None, "reason": "loading the model", "log": None, "decisions": {}}
     reload_lock = asyncio.Lock()
 
     def install(model: LoadedModel) -> None:
         """Serve ``model`` from now on: one reference swap, so in-flight requests finish on the old one."""
         single_threaded()
+        state["decisions"] = {d: metrics.predictions.labels(model.version, d) for d in ("flag", "approve")}
         state["model"], state["reason"] = model, ""
         metrics.serving(model)
         metrics.reloads.labels("loaded").inc()
@@ -222,7 +359,7 @@ def create_app(
             log.error(state["reason"])
             metrics.reloads.labels("failed").inc()
             return
-        except Exception as exc:  # a broken bundle or store: say so, stay up
+        except Exception as exc:  # a broken store or an unexpected bug: say so, stay up
             state["reason"] = f"model not ready: {type(exc).__name__}: {exc}"
             log.exception(state["reason"])
             metrics.reloads.labels("failed").inc()
@@ -267,142 +404,166 @@ def create_app(
                   description="Scores card payments for fraud. Request schemas come from the data contract.",
                   docs_url=None, redoc_url=None)
     app.state.cardguard = state
+    app.add_middleware(_Guard, metrics=metrics, max_body_bytes=max_body_bytes)
     add_offline_docs(app)
-    app.add_middleware(_TimingMiddleware, metrics=metrics)
+    _install_openapi(app)
+    transaction = Transaction.__pydantic_validator__
+    batch = BatchRequest.__pydantic_validator__
+
+    def problem(status: int, detail: str, errors: list[dict] | None = None, headers: dict | None = None) -> Response:
+        return Response(protocol.problem_body(status, detail, errors), status_code=status, media_type=JSON,
+                        headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
-        errors = _json_safe(_field_errors(exc.errors()))
-        bad_json = [e for e in exc.errors() if e.get("type") == "json_invalid"]
-        if bad_json:
-            where = bad_json[0].get("loc", ("body", "?"))[-1]
-            return _problem(400, f"malformed JSON (the parser stopped at character {where})",
-                            [{"field": "body", "rule": "json_invalid", "message": bad_json[0].get("msg", "")}])
-        return _problem(422, "the request does not match the CardGuard data contract", errors)
+        return problem(422, "the request does not match the CardGuard data contract",
+                       protocol.field_errors(exc.errors()))
 
-    def current_model() -> LoadedModel | None:
-        return state["model"]
+    def not_ready() -> Response:
+        return problem(503, state["reason"] or "model not loaded")
 
-    def answer(model: LoadedModel, records: list[dict], ids: list[str | None]) -> list[Prediction]:
-        scores = model.scores(records)
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        out = []
-        for record, tx_id, score in zip(records, ids, scores, strict=True):
-            decision = "flag" if score >= model.threshold else "approve"
-            request_id = uuid.uuid4().hex
-            metrics.predictions.labels(model.version, decision).inc()
-            state["log"].write({"request_id": request_id, "transaction_id": tx_id, "timestamp": now,
-                                "features": record, "score": float(score), "decision": decision,
-                                "model_version": model.version})
-            out.append(Prediction(transaction_id=tx_id, request_id=request_id, score=float(score),
-                                  decision=decision, threshold=model.threshold, model_version=model.version))
-        return out
-
-    def not_ready() -> JSONResponse:
-        return _problem(503, state["reason"] or "model not loaded")
-
-    def split(transactions) -> tuple[list[dict], list[str | None]]:
+    def score(model: LoadedModel, transactions) -> tuple[list[dict], float]:
+        """Score, log (off the request path) and count; the answers as dicts, and the scoring time."""
         records, ids = [], []
         for tx in transactions:
             values = tx.model_dump()
             ids.append(values.pop("transaction_id"))
             records.append(values)
-        return records, ids
+        started = time.perf_counter()
+        scores = model.scores(records)
+        took = time.perf_counter() - started
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        decisions, write = state["decisions"], state["log"].write
+        out = []
+        for record, tx_id, value in zip(records, ids, scores.tolist(), strict=True):
+            decision = "flag" if value >= model.threshold else "approve"
+            request_id = uuid.uuid4().hex
+            decisions[decision].inc()
+            write({"request_id": request_id, "transaction_id": tx_id, "timestamp": now, "features": record,
+                   "score": value, "decision": decision, "model_version": model.version})
+            out.append({"transaction_id": tx_id, "request_id": request_id, "score": value, "decision": decision,
+                        "threshold": model.threshold, "model_version": model.version})
+        return out, took
 
-    @app.post("/predict", response_model=Prediction, summary="Score one payment")
-    async def predict(transaction: Transaction):  # type: ignore[valid-type]
-        model = current_model()  # one reference for the whole request: a swap cannot split it
+    def answer(content, took: float) -> Response:
+        return Response(json.dumps(content, separators=(",", ":")).encode(), media_type=JSON,
+                        headers={"server-timing": f"score;dur={took * 1000:.3f}"})
+
+    def body_of(request: Request) -> bytes:
+        return request.scope.get(BODY, b"")
+
+    @app.post("/predict", response_model=Prediction, summary="Score one payment",
+              responses=_problems(400, 413, 415, 422, 503), openapi_extra=_body_schema("Transaction"))
+    async def predict(request: Request):
+        try:
+            tx = protocol.validate_json(transaction, body_of(request))
+        except Problem as p:
+            return problem(p.status, p.detail, p.errors)
+        model = state["model"]  # one reference for the whole request: a swap cannot split it
         if model is None:
             return not_ready()
-        records, ids = split([transaction])
-        return answer(model, records, ids)[0]
+        out, took = score(model, [tx])
+        return answer(out[0], took)
 
-    @app.post("/predict/batch", response_model=BatchPrediction, summary=f"Score up to {MAX_BATCH} payments")
-    async def predict_batch(batch: BatchRequest):
-        model = current_model()
+    @app.post("/predict/batch", response_model=BatchPrediction, summary=f"Score up to {MAX_BATCH} payments",
+              responses=_problems(400, 413, 415, 422, 503), openapi_extra=_body_schema("BatchRequest"))
+    async def predict_batch(request: Request):
+        try:
+            payload = protocol.validate_json(batch, body_of(request))
+        except Problem as p:
+            return problem(p.status, p.detail, p.errors)
+        model = state["model"]
         if model is None:
             return not_ready()
-        records, ids = split(batch.transactions)
-        return BatchPrediction(predictions=answer(model, records, ids))
+        out, took = score(model, payload.transactions)
+        return answer({"predictions": out}, took)
 
-    @app.post("/invocations", summary="MLflow scoring-server compatible: dataframe_split or dataframe_records")
+    @app.post("/invocations", response_model=InvocationsResponse, responses=_problems(400, 413, 415, 422, 503),
+              openapi_extra=_body_schema("MLflowScoringRequest", csv=True),
+              summary="MLflow's scoring protocol: dataframe_split, dataframe_records, instances, inputs, or CSV")
     async def invocations(request: Request):
         try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError) as exc:
-            return _problem(400, f"malformed JSON: {exc}")
-        if not isinstance(body, dict) or len({"dataframe_split", "dataframe_records"} & set(body)) != 1:
-            return _problem(422, "send exactly one of 'dataframe_split' or 'dataframe_records' (MLflow's formats)",
-                            [{"field": "body", "rule": "format", "message": "expected dataframe_split or dataframe_records"}])
-        if "dataframe_split" in body:
-            key, split_body = "dataframe_split", body["dataframe_split"]
-            try:
-                rows = [dict(zip(split_body["columns"], row, strict=True)) for row in split_body["data"]]
-            except (KeyError, TypeError, ValueError):
-                return _problem(422, "dataframe_split needs 'columns' and 'data' (rows as lists of the same length)",
-                                [{"field": "dataframe_split", "rule": "format", "message": "columns and data"}])
-        else:
-            key, rows = "dataframe_records", body["dataframe_records"]
-        if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_BATCH:
-            return _problem(422, f"send between 1 and {MAX_BATCH} rows",
-                            [{"field": key, "rule": "length", "message": f"1 to {MAX_BATCH} rows"}])
-        try:
-            transactions = _records.validate_python(rows)
-        except ValidationError as exc:
-            return _problem(422, "the request does not match the CardGuard data contract",
-                            _json_safe(_field_errors(exc.errors(), prefix=key)))
-        model = current_model()
+            if request.headers.get("content-type", "").split(";")[0].strip().lower() == CSV:
+                key, rows = protocol.rows_from_csv(body_of(request))
+            else:
+                key, rows = protocol.rows_from_json(body_of(request))
+            transactions = protocol.validate_rows(key, rows)
+        except Problem as p:
+            return problem(p.status, p.detail, p.errors)
+        model = state["model"]
         if model is None:
             return not_ready()
-        records, ids = split(transactions)
-        predictions = answer(model, records, ids)
-        return {"predictions": [[1 - p.score, p.score] for p in predictions]}
+        out, took = score(model, transactions)
+        return answer({"predictions": [[1 - p["score"], p["score"]] for p in out]}, took)
 
-    @app.get("/health", summary="The process is up")
+    @app.get("/health", summary="The process is up", response_model=Status)
     async def health():
         return {"status": "ok"}
 
-    @app.get("/ready", summary="The model is loaded and has answered its serving examples")
+    @app.get("/ready", summary="The model is loaded and has answered its serving examples",
+             response_model=Status, responses=_problems(503))
     async def ready():
-        model = current_model()
+        model = state["model"]
         if model is None:
             return not_ready()
         return {"status": "ready", "model_version": model.version}
 
-    @app.get("/version", response_model=VersionInfo, summary="Which model is serving, on which data contract")
+    @app.get("/ping", summary="MLflow's and SageMaker's health check: 200 once the model serves",
+             response_model=Status, responses=_problems(503))
+    async def ping():
+        return await ready()
+
+    @app.get("/version", response_model=VersionInfo, summary="Which model is serving, on which data contract",
+             responses=_problems(503))
     async def version():
-        model = current_model()
+        model = state["model"]
         if model is None:
             return not_ready()
         return model.info()
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format"}})
     async def prometheus():
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/admin/reload", summary="Load the model again (new alias target or bundle) and swap it in")
+    @app.post("/admin/reload", summary="Load the model again (new alias target or bundle) and swap it in",
+              response_model=ReloadResult, responses=_problems(401, 403, 409))
     async def reload(request: Request):
         expected = admin_token if admin_token is not None else os.environ.get("MLOPS_LAB_ADMIN_TOKEN")
         if not expected:
-            return _problem(403, "reload is disabled: start the server with MLOPS_LAB_ADMIN_TOKEN set")
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            return _problem(401, "send 'Authorization: Bearer <MLOPS_LAB_ADMIN_TOKEN>'")
+            return problem(403, "reload is disabled: start the server with MLOPS_LAB_ADMIN_TOKEN set")
+        given = bearer_token(request.headers.get("authorization"))
+        if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            error = "" if given is None else ', error="invalid_token"'
+            return problem(401, "send 'Authorization: Bearer <MLOPS_LAB_ADMIN_TOKEN>'",
+                           headers={"WWW-Authenticate": f'Bearer realm="cardguard"{error}'})
         async with reload_lock:
-            old = current_model()
+            old = state["model"]
             try:
                 new = await asyncio.to_thread(load_model)  # load and validate off the request path
             except Exception as exc:
                 metrics.reloads.labels("failed").inc()
                 log.error("reload failed, still serving v%s: %s", old.version if old else "none", exc)
-                return _problem(409, f"reload failed, still serving the old model: {exc}")
+                return problem(409, f"reload failed, still serving the old model: {exc}")
             install(new)
         log.info("reloaded: v%s -> v%s", old.version if old else "none", new.version)
         return {"old_version": old.version if old else None, "new_version": new.version}
 
     return app
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (RFC 6750: the scheme is
+    case-insensitive); None when the header is missing or uses another scheme."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
 
 
 def app_from_env() -> FastAPI:

@@ -137,19 +137,50 @@ def load_from_registry(alias: str = "champion", name: str | None = None) -> Load
                    data_fingerprint=tags.get("data.fingerprint"))
 
 
+REEXPORT = ("re-export it: `mlops-lab container` (or `lab.setup(5)` in a notebook) writes a fresh bundle, "
+            "or lab.serving.export_bundle(path)")
+
+
+def file_digest(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def load_from_bundle(path: str | Path) -> LoadedModel:
-    """A model exported by :func:`export_bundle` (no MLflow needed)."""
+    """A model exported by :func:`export_bundle` (no MLflow needed).
+
+    model.pkl is a pickle, and unpickling runs code: load only bundles you exported yourself. The
+    SHA-256 digest that export_bundle records in model.json is checked before unpickling, so a
+    corrupted or swapped model.pkl is refused (a digest guards against accidents, not against
+    someone who can rewrite both files)."""
     path = Path(path)
     try:
         meta = json.loads((path / BUNDLE_META).read_text())
+        expected = meta.get("model_sha256")
+        if not expected:
+            raise LabError(f"The bundle at {path} records no digest of {BUNDLE_MODEL} (made by an older version): "
+                           f"{REEXPORT}.")
+        if file_digest(path / BUNDLE_MODEL) != expected:
+            raise LabError(f"{path / BUNDLE_MODEL} does not match the digest recorded at export: the file was "
+                           f"changed or damaged, and it is not unpickled; {REEXPORT}.")
         with open(path / BUNDLE_MODEL, "rb") as f:
-            pipeline = pickle.load(f)  # our own bundle, built by export_bundle
+            pipeline = pickle.load(f)  # our own bundle, its digest checked above
     except FileNotFoundError as exc:
-        raise LabError(f"No model bundle at {path} ({exc.filename} is missing): export one with "
-                       "lab.serving.export_bundle(path).") from None
-    return prepare(pipeline, name=meta["name"], version=str(meta["version"]), alias=meta.get("alias"),
-                   source=f"bundle:{path}", threshold=float(meta["threshold"]),
-                   contract_hash=meta["contract_hash"], data_fingerprint=meta.get("data_fingerprint"))
+        raise LabError(f"No model bundle at {path} ({exc.filename} is missing): {REEXPORT}.") from None
+    except (ValueError, KeyError, TypeError) as exc:  # model.json unreadable
+        raise LabError(f"The bundle's {BUNDLE_META} in {path} is damaged ({type(exc).__name__}: {exc}); "
+                       f"{REEXPORT}.") from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as exc:
+        raise LabError(f"{path / BUNDLE_MODEL} cannot be unpickled ({type(exc).__name__}: {exc}); it was made "
+                       f"with other library versions, or damaged; {REEXPORT}.") from None
+    try:
+        return prepare(pipeline, name=meta["name"], version=str(meta["version"]), alias=meta.get("alias"),
+                       source=f"bundle:{path}", threshold=float(meta["threshold"]),
+                       contract_hash=meta["contract_hash"], data_fingerprint=meta.get("data_fingerprint"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LabError(f"The bundle's {BUNDLE_META} in {path} lacks {exc} or holds a wrong value; {REEXPORT}.") from None
 
 
 def export_bundle(dest: str | Path, alias: str = "champion", name: str | None = None) -> Path:
@@ -160,5 +191,6 @@ def export_bundle(dest: str | Path, alias: str = "champion", name: str | None = 
     with open(dest / BUNDLE_MODEL, "wb") as f:
         pickle.dump(model.pipeline, f, protocol=5)
     meta = {k: v for k, v in model.info().items() if k != "source"}
+    meta["model_sha256"] = file_digest(dest / BUNDLE_MODEL)
     (dest / BUNDLE_META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return dest

@@ -5,20 +5,28 @@ rule a 422 can name comes from ``mlops_lab.contract.CONTRACT``."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, create_model
 
 from .. import contract
 
 MAX_BATCH = 1_000
 
 
+def _integral(value):
+    # JSON (and JSON Schema) does not tell 3 from 3.0: accept a whole float for an integer, never 3.5 or "3"
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+Integer = Annotated[StrictInt, BeforeValidator(_integral)]
+
+
 def _field(column: contract.Column):
     constraints = {"description": column.description}
     if column.kind == "numeric":
         if column.dtype.startswith("int"):
-            kind = StrictInt
+            kind = Integer
         else:
             kind = float
             constraints.update(allow_inf_nan=False, strict=True)  # "12.5" as a string is a wrong type
@@ -79,3 +87,33 @@ class VersionInfo(BaseModel):
     contract_version: str
     contract_hash: str
     data_fingerprint: str | None
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Where: a field name, or a path such as 'dataframe_records[3].amount'.")
+    rule: str = Field(description="Which rule failed, e.g. 'missing', 'extra_forbidden', 'finite_number'.")
+    message: str
+    input: str | int | float | bool | None = Field(default=None, description="The rejected value, when short.")
+
+
+class ProblemDetail(BaseModel):
+    """Every 4xx and 503 answer: one line saying what is wrong and what to do, and the fields."""
+
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+class InvocationsResponse(BaseModel):
+    predictions: list[list[float]] = Field(description="One [P(legitimate), P(fraud)] per row, as "
+                                                       "`mlflow models serve` answers for this model.")
+
+
+class ReloadResult(BaseModel):
+    old_version: str | None
+    new_version: str
+
+
+class Status(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    status: str
+    model_version: str | None = None
