@@ -112,7 +112,7 @@ class ServerHandle:
         return f"<ServerHandle {self.url} {'running' if self.running else 'stopped'}>"
 
 
-def wait_until_ready(url: str, timeout: float, alive=lambda: True, logs=lambda: "") -> None:
+def wait_until_ready(url: str, timeout: float, alive=lambda: True, logs=lambda: "", path: str = "/ready") -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -121,7 +121,7 @@ def wait_until_ready(url: str, timeout: float, alive=lambda: True, logs=lambda: 
         if not alive():
             raise LabError(f"The server at {url} exited before it was ready. Its log ends with:\n{logs()[-2000:]}")
         try:
-            response = httpx.get(f"{url}/ready", timeout=2)
+            response = httpx.get(f"{url}{path}", timeout=2)
             if response.status_code == 200:
                 return
             reason = response.json().get("detail", response.text)
