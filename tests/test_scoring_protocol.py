@@ -44,10 +44,10 @@ def servers(course_home, tmp_path_factory):
                                        f"models:/{config.model_name()}@champion", "--env-manager", "local",
                                        "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            with start_server(prediction_log=tmp_path_factory.mktemp("ours") / "p.jsonl") as ours:
-                mlflow_url = f"http://127.0.0.1:{port}"
-                wait_until_ready(mlflow_url, 180, alive=lambda: mlflow.poll() is None, logs=log.read_text,
-                                 path="/ping")
+            mlflow_url = f"http://127.0.0.1:{port}"
+            wait_until_ready(mlflow_url, 240, alive=lambda: mlflow.poll() is None, logs=log.read_text, path="/ping")
+            # one after the other: two model loads at once on a busy 2-core machine can take minutes
+            with start_server(prediction_log=tmp_path_factory.mktemp("ours") / "p.jsonl", timeout=240) as ours:
                 yield mlflow_url, ours.url
         finally:
             mlflow.terminate()

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +52,7 @@ JSON, CSV = "application/json", "text/csv"
 BODY_TYPES = {"/predict": (JSON,), "/predict/batch": (JSON,), "/invocations": (JSON, CSV)}
 MAX_BODY_BYTES = 1_048_576  # 1 MiB: a full batch of 1,000 payments is about 0.3 MB as JSON records
 BODY = "cardguard.body"  # where the guard leaves the body in the ASGI scope
+Scored = tuple[int, bytes, dict]  # status, JSON body, extra headers
 
 
 # --------------------------------------------------------------------------- metrics
@@ -133,8 +133,8 @@ class _Guard:
     with a cap (413: from Content-Length before reading anything, else counting bytes as they
     arrive, so a chunked body is cut off too). It adds ``Server-Timing: app;dur=<ms>``."""
 
-    def __init__(self, app, metrics: Metrics, max_body_bytes: int):
-        self.app, self.metrics, self.max_body = app, metrics, max_body_bytes
+    def __init__(self, app, metrics: Metrics, max_body_bytes: int, handlers: dict):
+        self.app, self.metrics, self.max_body, self.handlers = app, metrics, max_body_bytes, handlers
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -149,7 +149,14 @@ class _Guard:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 took = f"app;dur={(time.perf_counter() - start) * 1000:.3f}".encode()
-                message["headers"] = [*message.get("headers", ()), (b"server-timing", took)]
+                headers = list(message.get("headers", ()))
+                for i, (key, value) in enumerate(headers):
+                    if key == b"server-timing":  # the endpoint's score;dur=...: one header, both timings
+                        headers[i] = (key, value + b", " + took)
+                        break
+                else:
+                    headers.append((b"server-timing", took))
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -157,6 +164,15 @@ class _Guard:
                 problem = await self._read_body(scope, receive)
                 if problem is not None:
                     for message in problem:
+                        await send_timed(message)
+                    return
+
+                handler = self.handlers.get(path)
+                if handler is not None:
+                    content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+                    code, body, extra = handler(scope[BODY], content_type.decode("latin-1"))
+                    headers = [(k.encode(), v.encode()) for k, v in extra.items()]
+                    for message in _raw_response(code, body, tuple(headers)):
                         await send_timed(message)
                     return
 
@@ -404,7 +420,8 @@ def create_app(
                   description="Scores card payments for fraud. Request schemas come from the data contract.",
                   docs_url=None, redoc_url=None)
     app.state.cardguard = state
-    app.add_middleware(_Guard, metrics=metrics, max_body_bytes=max_body_bytes)
+    handlers: dict[str, Callable[[bytes, str], Scored]] = {}  # filled below, once the handlers exist
+    app.add_middleware(_Guard, metrics=metrics, max_body_bytes=max_body_bytes, handlers=handlers)
     add_offline_docs(app)
     _install_openapi(app)
     transaction = Transaction.__pydantic_validator__
@@ -426,7 +443,7 @@ def create_app(
         """Score, log (off the request path) and count; the answers as dicts, and the scoring time."""
         records, ids = [], []
         for tx in transactions:
-            values = tx.model_dump()
+            values = dict(tx.__dict__)  # the validated fields (cheaper than model_dump)
             ids.append(values.pop("transaction_id"))
             records.append(values)
         started = time.perf_counter()
@@ -437,7 +454,7 @@ def create_app(
         out = []
         for record, tx_id, value in zip(records, ids, scores.tolist(), strict=True):
             decision = "flag" if value >= model.threshold else "approve"
-            request_id = uuid.uuid4().hex
+            request_id = os.urandom(16).hex()  # as random as uuid4().hex, a third of the cost
             decisions[decision].inc()
             write({"request_id": request_id, "transaction_id": tx_id, "timestamp": now, "features": record,
                    "score": value, "decision": decision, "model_version": model.version})
@@ -445,56 +462,77 @@ def create_app(
                         "threshold": model.threshold, "model_version": model.version})
         return out, took
 
-    def answer(content, took: float) -> Response:
-        return Response(json.dumps(content, separators=(",", ":")).encode(), media_type=JSON,
-                        headers={"server-timing": f"score;dur={took * 1000:.3f}"})
+    # The scoring endpoints as plain functions of the body: the guard calls them directly (FastAPI's
+    # routing and dependency solving cost about 0.1 ms a request); the routes below call the same
+    # functions, and document the endpoints.
+    def scored(content, took: float) -> Scored:
+        return 200, json.dumps(content, separators=(",", ":")).encode(), {"server-timing": f"score;dur={took * 1000:.3f}"}
 
-    def body_of(request: Request) -> bytes:
-        return request.scope.get(BODY, b"")
+    def refused(p: Problem) -> Scored:
+        return p.status, protocol.problem_body(p.status, p.detail, p.errors), {}
+
+    def unready() -> Scored:
+        return refused(Problem(503, state["reason"] or "model not loaded"))
+
+    def predict_body(body: bytes, content_type: str) -> Scored:
+        try:
+            tx = protocol.validate_json(transaction, body)
+        except Problem as p:
+            return refused(p)
+        model = state["model"]  # one reference for the whole request: a swap cannot split it
+        if model is None:
+            return unready()
+        out, took = score(model, [tx])
+        return scored(out[0], took)
+
+    def batch_body(body: bytes, content_type: str) -> Scored:
+        try:
+            payload = protocol.validate_json(batch, body)
+        except Problem as p:
+            return refused(p)
+        model = state["model"]
+        if model is None:
+            return unready()
+        out, took = score(model, payload.transactions)
+        return scored({"predictions": out}, took)
+
+    def invocations_body(body: bytes, content_type: str) -> Scored:
+        try:
+            if content_type == CSV:
+                key, rows = protocol.rows_from_csv(body)
+            else:
+                key, rows = protocol.rows_from_json(body)
+            transactions = protocol.validate_rows(key, rows)
+        except Problem as p:
+            return refused(p)
+        model = state["model"]
+        if model is None:
+            return unready()
+        out, took = score(model, transactions)
+        return scored({"predictions": [[1 - p["score"], p["score"]] for p in out]}, took)
+
+    handlers.update({"/predict": predict_body, "/predict/batch": batch_body, "/invocations": invocations_body})
+
+    async def routed(request: Request) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        status, content, headers = handlers[request.url.path](request.scope.get(BODY, b""), content_type)
+        return Response(content, status_code=status, media_type=JSON, headers=headers)
 
     @app.post("/predict", response_model=Prediction, summary="Score one payment",
               responses=_problems(400, 413, 415, 422, 503), openapi_extra=_body_schema("Transaction"))
     async def predict(request: Request):
-        try:
-            tx = protocol.validate_json(transaction, body_of(request))
-        except Problem as p:
-            return problem(p.status, p.detail, p.errors)
-        model = state["model"]  # one reference for the whole request: a swap cannot split it
-        if model is None:
-            return not_ready()
-        out, took = score(model, [tx])
-        return answer(out[0], took)
+        return await routed(request)
 
     @app.post("/predict/batch", response_model=BatchPrediction, summary=f"Score up to {MAX_BATCH} payments",
               responses=_problems(400, 413, 415, 422, 503), openapi_extra=_body_schema("BatchRequest"))
     async def predict_batch(request: Request):
-        try:
-            payload = protocol.validate_json(batch, body_of(request))
-        except Problem as p:
-            return problem(p.status, p.detail, p.errors)
-        model = state["model"]
-        if model is None:
-            return not_ready()
-        out, took = score(model, payload.transactions)
-        return answer({"predictions": out}, took)
+        return await routed(request)
 
     @app.post("/invocations", response_model=InvocationsResponse, responses=_problems(400, 413, 415, 422, 503),
               openapi_extra=_body_schema("MLflowScoringRequest", csv=True),
               summary="MLflow's scoring protocol: dataframe_split, dataframe_records, instances, inputs, or CSV")
     async def invocations(request: Request):
-        try:
-            if request.headers.get("content-type", "").split(";")[0].strip().lower() == CSV:
-                key, rows = protocol.rows_from_csv(body_of(request))
-            else:
-                key, rows = protocol.rows_from_json(body_of(request))
-            transactions = protocol.validate_rows(key, rows)
-        except Problem as p:
-            return problem(p.status, p.detail, p.errors)
-        model = state["model"]
-        if model is None:
-            return not_ready()
-        out, took = score(model, transactions)
-        return answer({"predictions": [[1 - p["score"], p["score"]] for p in out]}, took)
+        return await routed(request)
 
     @app.get("/health", summary="The process is up", response_model=Status)
     async def health():
