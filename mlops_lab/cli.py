@@ -115,6 +115,10 @@ def serve(bundle: Path | None, alias: str, host: str, port: int) -> None:
     import uvicorn
 
     os.environ["MLOPS_LAB_MODEL_ALIAS"] = alias
+    if not bundle:  # (serving WP) fail now with the shell's fix, not a server that never gets ready
+        from .serving.model import require_registered
+
+        require_registered(alias, setup="`mlops-lab setup 4`")
     if bundle:
         os.environ["MLOPS_LAB_BUNDLE"] = str(bundle.resolve())
     uvicorn.run("mlops_lab.serving.app:app_from_env", factory=True, host=host, port=port)

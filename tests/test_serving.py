@@ -406,3 +406,12 @@ def test_a_corrupt_bundle_is_refused_with_one_line_and_the_fix(bundle, tmp_path)
     message = str(info.value)
     assert "cannot be unpickled (UnpicklingError" in message and "lab.setup(5)" in message
     assert "Traceback" not in message
+
+
+def test_serve_command_without_a_champion_says_the_shell_command(use_course_home):
+    from .conftest import run_cli
+
+    result = run_cli("serve", "--alias", "nonexistent", "--port", "1")
+    assert result.returncode == 2
+    assert "No nonexistent for model 'cardguard'" in result.stderr and "`mlops-lab setup 4`" in result.stderr
+    assert "lab.setup" not in result.stderr

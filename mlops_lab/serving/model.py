@@ -118,15 +118,26 @@ def prepare(pipeline, **meta) -> LoadedModel:
     return LoadedModel(pipeline, **meta, scorer=scorer if fast_ok else None)
 
 
+def require_registered(alias: str = "champion", name: str | None = None, setup: str = "`lab.setup(4)`") -> str:
+    """The model version at ``alias``, or a LabError that says how to get one (``setup``: the command
+    that fits where the user is, `lab.setup(4)` in a notebook, `mlops-lab setup 4` in a shell)."""
+    from .. import config, registry
+
+    name = name or config.model_name()
+    version = registry.alias_version(alias, name)
+    if version is None:
+        raise LabError(f"No {alias} for model {name!r} in {config.tracking_uri()}: run lab 03, or {setup} to "
+                       "build what the labs before serving leave behind.")
+    return version
+
+
 def load_from_registry(alias: str = "champion", name: str | None = None) -> LoadedModel:
     """The registered model at ``alias`` (needs MLflow and the tracking store)."""
     from .. import config, registry
     from ..training import _quiet_mlflow
 
     name = name or config.model_name()
-    version = registry.alias_version(alias, name)
-    if version is None:
-        raise LabError(f"No {alias} for model {name!r} in {config.tracking_uri()}: run lab 03 or `lab.setup(4)`.")
+    version = require_registered(alias, name)
     _, client = registry._client()
     tags = client.get_model_version(name, version).tags
     with _quiet_mlflow():
