@@ -155,9 +155,10 @@ def main() -> None:
             [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{config.model_name()}@champion",
              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
             env=env, stdout=out, stderr=subprocess.STDOUT)
-    ours = start_server()
+    ours = None
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", mlflow_server, log)
+        ours = start_server(timeout=300)  # after MLflow's: two model loads at once slow both down
         targets = [
             ("mlflow models serve", port, "/invocations", invocations),
             ("mlops-lab /invocations", ours.port, "/invocations", invocations),
@@ -169,7 +170,8 @@ def main() -> None:
             for clients in (1, 4):
                 results[(name, clients)] = measure(target_port, path, bodies, requests, clients)
     finally:
-        ours.stop()
+        if ours is not None:
+            ours.stop()
         mlflow_server.terminate()
         mlflow_server.wait(30)
 
