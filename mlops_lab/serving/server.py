@@ -143,7 +143,7 @@ def start_server(
     admin_token: str | None = None,
     poll_seconds: float | None = None,
     prediction_log: str | Path | None = None,
-    timeout: float = 60,
+    timeout: float = 120,
     env: dict | None = None,
 ) -> ServerHandle:
     """Start uvicorn serving the model from ``bundle`` (else the registry at ``alias``) on a free
