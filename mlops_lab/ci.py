@@ -351,18 +351,11 @@ def _container(ctx: Context) -> tuple[str, str]:
 
 def _candidate_context(ctx: Context) -> Path:
     """The serving image's build context, with the candidate's bundle instead of the champion's."""
-    import json
-    import pickle
-
     from . import container
-    from .serving.model import BUNDLE_META, BUNDLE_MODEL
+    from .serving.model import write_bundle
 
     context = container.build_context(config.ensure_home() / "ci" / "context")
-    model = _candidate_model(ctx)
-    with open(context / "bundle" / BUNDLE_MODEL, "wb") as f:
-        pickle.dump(model.pipeline, f, protocol=5)
-    meta = {k: v for k, v in model.info().items() if k != "source"}
-    (context / "bundle" / BUNDLE_META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    write_bundle(_candidate_model(ctx), context / "bundle")  # with the digest the server checks
     return context
 
 

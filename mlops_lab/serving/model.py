@@ -194,9 +194,8 @@ def load_from_bundle(path: str | Path) -> LoadedModel:
         raise LabError(f"The bundle's {BUNDLE_META} in {path} lacks {exc} or holds a wrong value; {REEXPORT}.") from None
 
 
-def export_bundle(dest: str | Path, alias: str = "champion", name: str | None = None) -> Path:
-    """Write the registered model at ``alias`` as a serving bundle: model.pkl and model.json."""
-    model = load_from_registry(alias, name)
+def write_bundle(model: LoadedModel, dest: str | Path) -> Path:
+    """Write ``model`` as a serving bundle: model.pkl, and model.json with its SHA-256 digest."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     with open(dest / BUNDLE_MODEL, "wb") as f:
@@ -205,3 +204,8 @@ def export_bundle(dest: str | Path, alias: str = "champion", name: str | None = 
     meta["model_sha256"] = file_digest(dest / BUNDLE_MODEL)
     (dest / BUNDLE_META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return dest
+
+
+def export_bundle(dest: str | Path, alias: str = "champion", name: str | None = None) -> Path:
+    """Write the registered model at ``alias`` as a serving bundle: model.pkl and model.json."""
+    return write_bundle(load_from_registry(alias, name), dest)
