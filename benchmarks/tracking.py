@@ -4,7 +4,7 @@ N simulated learners (separate processes, like separate notebooks) each log RUNS
 `mlflow server`; a run is a few params, METRICS `log_metric` calls and a small scikit-learn model
 (`log_model` through the server's artifact proxy). Done once with a SQLite backend store and once
 with a PostgreSQL one (a local cluster, as `mlops-lab workshop server` starts), same server flags
-(`--serve-artifacts`, same worker count), for N = 5, 15, 30. Each learner stops after its runs or
+(`--serve-artifacts`, same worker count), for N = 5, 15, 30 in turn on the same server. Each learner stops after its runs or
 after BUDGET seconds, so a run of the script is bounded.
 
 Prints, side by side: errors ("database is locked" and others), p50/p99 latency of one
@@ -43,7 +43,7 @@ def learner(args) -> dict:
     warnings.filterwarnings("ignore")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     mlflow.set_tracking_uri(uri)
-    rng = np.random.default_rng(index)
+    rng = np.random.default_rng(abs(hash(index)) % 2**32)
     X, y = rng.normal(size=(200, 5)), rng.integers(0, 2, 200)
     model = LogisticRegression().fit(X, y)
     out = {"metric": [], "model": [], "runs": 0, "locked": 0, "other": 0, "first_error": ""}
@@ -100,7 +100,7 @@ def serve(backend: str, root: Path, workers: int) -> tuple[str, subprocess.Popen
 def bench(uri: str, n: int, runs: int, budget: float) -> dict:
     start = time.perf_counter()
     with mp.get_context("spawn").Pool(n) as pool:
-        results = pool.map(learner, [(uri, i, runs, budget) for i in range(n)])
+        results = pool.map(learner, [(uri, f"{n}-{i}", runs, budget) for i in range(n)])
     wall = time.perf_counter() - start
     metric = np.array(sum((r["metric"] for r in results), [])) * 1000
     model = np.array(sum((r["model"] for r in results), [])) * 1000
@@ -125,30 +125,18 @@ def main() -> None:
     rows = []
     pg = start_postgres(root / "pg")
     try:
-        for label, make_uri in (("sqlite", lambda n: f"sqlite:///{root}/sqlite-{n}/mlflow.db"),
-                                ("postgresql", None)):
-            for n in ns:
-                folder = root / f"{label}-{n}"
-                folder.mkdir(parents=True, exist_ok=True)
-                if make_uri:
-                    backend = make_uri(n)
-                else:  # a fresh database per N, on the one cluster
-                    import psycopg2
-
-                    conn = psycopg2.connect(pg["uri"].replace("postgresql+psycopg2", "postgresql").rsplit("/", 1)[0]
-                                            + "/postgres")
-                    conn.autocommit = True
-                    conn.cursor().execute(f"create database bench_{n}")
-                    conn.close()
-                    backend = pg["uri"].rsplit("/", 1)[0] + f"/bench_{n}"
-                uri, proc = serve(backend, folder, workers)
-                try:
+        # One server per backend, the N values in turn (each N logs to experiments of its own).
+        for label, backend in (("sqlite", f"sqlite:///{root}/sqlite/mlflow.db"), ("postgresql", pg["uri"])):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            uri, proc = serve(backend, root / label, workers)
+            try:
+                for n in ns:
                     row = bench(uri, n, runs, budget)
-                finally:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(timeout=60)
-                rows.append({"backend": label, "n": n, **row})
-                print(f"  done: {label} N={n} in {row['wall']:.0f} s", file=sys.stderr, flush=True)
+                    rows.append({"backend": label, "n": n, **row})
+                    print(f"  done: {label} N={n} in {row['wall']:.0f} s", file=sys.stderr, flush=True)
+            finally:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=60)
     finally:
         stop_postgres(pg)
 
