@@ -90,10 +90,15 @@ def serve(backend: str, root: Path, workers: int) -> tuple[str, subprocess.Popen
     log = root / "server.log"
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend,
            "--serve-artifacts", "--artifacts-destination", str(root / "artifacts"),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+           "--uvicorn-opts", "--timeout-worker-healthcheck 120"]
     proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    _wait_healthy(uri, proc, log, seconds=180)
+    try:
+        _wait_healthy(uri, proc, log, seconds=300)
+    except BaseException:
+        os.killpg(proc.pid, 15)
+        raise
     return uri, proc
 
 
@@ -123,31 +128,35 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="mlops-bench-tracking-"))
     root.chmod(0o755)  # PostgreSQL runs as 'postgres' when this runs as root
     rows = []
+    header = (f"{'backend':<11}{'N':>4}{'locked':>8}{'other err':>10}{'metric p50':>12}{'metric p99':>12}"
+              f"{'model p50':>11}{'model p99':>11}{'runs':>6}{'runs/s':>8}")
+
+    def line(r):
+        return (f"{r['backend']:<11}{r['n']:>4}{r['locked']:>8}{r['other']:>10}{r['metric_p50']:>10.0f}ms"
+                f"{r['metric_p99']:>10.0f}ms{r['model_p50']:>9.0f}ms{r['model_p99']:>9.0f}ms{r['runs']:>6}"
+                f"{r['runs'] / r['wall']:>8.2f}")
+
+    print(f"{os.cpu_count()} cores; mlflow {metadata.version('mlflow')}, server --workers {workers}, "
+          f"{runs} runs x ({METRICS} log_metric + 1 log_model) per learner, client retries off", flush=True)
+    print(header, flush=True)
     pg = start_postgres(root / "pg")
+    servers = {}
     try:
-        # One server per backend, the N values in turn (each N logs to experiments of its own).
+        # One server per backend, both up; each N runs on SQLite then on PostgreSQL, so every
+        # finished N is a fair pair even if the script is stopped early.
         for label, backend in (("sqlite", f"sqlite:///{root}/sqlite/mlflow.db"), ("postgresql", pg["uri"])):
             (root / label).mkdir(parents=True, exist_ok=True)
-            uri, proc = serve(backend, root / label, workers)
-            try:
-                for n in ns:
-                    row = bench(uri, n, runs, budget)
-                    rows.append({"backend": label, "n": n, **row})
-                    print(f"  done: {label} N={n} in {row['wall']:.0f} s", file=sys.stderr, flush=True)
-            finally:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=60)
+            servers[label] = serve(backend, root / label, workers)
+        for n in ns:
+            for label, (uri, _) in servers.items():
+                rows.append({"backend": label, "n": n, **bench(uri, n, runs, budget)})
+                print(line(rows[-1]), flush=True)
     finally:
+        for _, proc in servers.values():
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
         stop_postgres(pg)
 
-    print(f"\n{os.cpu_count()} cores; mlflow {metadata.version('mlflow')}, server --workers {workers}, "
-          f"{runs} runs x ({METRICS} log_metric + 1 log_model) per learner, client retries off")
-    print(f"{'backend':<11}{'N':>4}{'locked':>8}{'other err':>10}{'metric p50':>12}{'metric p99':>12}"
-          f"{'model p50':>11}{'model p99':>11}{'runs':>6}{'runs/s':>8}")
-    for r in rows:
-        print(f"{r['backend']:<11}{r['n']:>4}{r['locked']:>8}{r['other']:>10}{r['metric_p50']:>10.0f}ms"
-              f"{r['metric_p99']:>10.0f}ms{r['model_p50']:>9.0f}ms{r['model_p99']:>9.0f}ms{r['runs']:>6}"
-              f"{r['runs'] / r['wall']:>8.2f}")
     for r in rows:
         if r["first_error"]:
             print(f"first error, {r['backend']} N={r['n']}: {r['first_error']}")

@@ -242,8 +242,10 @@ class Admin:
                 code = ""
             if code in ok:
                 return {}
+            hint = ("the instructor password in admin.password no longer matches the server's"
+                    if response.status_code == 401 else "the server's log (mlflow-server.log) says why")
             raise LabError(f"The workshop server refused {endpoint} ({response.status_code}: "
-                           f"{response.text[:200]}). Check the instructor credentials in the state file.")
+                           f"{response.text[:200]}): {hint}.")
         return response.json() if response.content else {}
 
     @contextlib.contextmanager
@@ -332,7 +334,9 @@ def start(roster: str | Path, root: str | Path | None = None, database_uri: str 
     cmd = [str(mlflow_cmd) if mlflow_cmd.exists() else "mlflow", "server",
            "--backend-store-uri", database_uri, "--serve-artifacts",
            "--artifacts-destination", str(root / "artifacts"), "--app-name", "basic-auth",
-           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+           # a busy machine imports a worker slowly; uvicorn's 5 s health check would kill it in a loop
+           "--uvicorn-opts", "--timeout-worker-healthcheck 120"]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     state = {"uri": uri, "pid": proc.pid, "postgres": pg, "admin": {"username": ADMIN, "password": admin_password},
