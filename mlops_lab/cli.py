@@ -37,11 +37,12 @@ def doctor() -> None:
 
 @main.command()
 @click.argument("lab", type=str)
-def setup(lab: str) -> None:
+@click.option("--fresh", is_flag=True, help="Empty the workspace first (as `reset` does), then build it up.")
+def setup(lab: str, fresh: bool) -> None:
     """Prepare the workspace for LAB (what the earlier labs would have left behind)."""
     from .course import setup as run_setup
 
-    run_setup(int(lab) if lab.isdigit() else lab, report=click.echo)
+    run_setup(int(lab) if lab.isdigit() else lab, fresh=fresh, report=click.echo)
 
 
 @main.command()
@@ -85,17 +86,26 @@ def build(check: bool, execute: bool, root: Path | None) -> None:
 @main.command()
 @click.argument("numbers", nargs=-1)
 @click.option("--labs", is_flag=True, help="Run the exercise notebooks (unanswered) instead of the solutions.")
-@click.option("--keep-workspace", is_flag=True, help="Run in your own workspace instead of a fresh one.")
+@click.option("--workspace", type=click.Path(path_type=Path, file_okay=False),
+              help="Run in this workspace (created if needed; kept) instead of a fresh temporary one.")
+@click.option("--keep-workspace", is_flag=True, help="Run in your own workspace (MLOPS_LAB_HOME).")
 @click.option("--timeout", default=120, show_default=True, help="Seconds allowed per cell.")
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False), help="The course folder.")
-def run(numbers: tuple[str, ...], labs: bool, keep_workspace: bool, timeout: int, root: Path | None) -> None:
+def run(numbers: tuple[str, ...], labs: bool, workspace: Path | None, keep_workspace: bool, timeout: int,
+        root: Path | None) -> None:
     """Run the course headless (all notebooks, or lab NUMBERS) and print a summary table."""
+    from . import config
     from .notebooks import run as run_course
     from .notebooks import summary_table
 
-    results = run_course(list(numbers), labs=labs, fresh=not keep_workspace, root=root, timeout=timeout,
-                         report=click.echo)
+    if workspace and keep_workspace:
+        raise click.UsageError("Give --workspace DIR or --keep-workspace, not both.")
+    results = run_course(list(numbers), labs=labs, workspace=config.home() if keep_workspace else workspace,
+                         root=root, timeout=timeout, report=click.echo)
     click.echo("\n" + summary_table(results))
+    if any(r.status == "interrupted" for r in results):
+        click.echo(f"Interrupted: {len(results) - 1} notebook(s) finished before Ctrl-C.", err=True)
+        sys.exit(130)
     failed = [r for r in results if not r.ok]
     if failed:
         for r in failed:

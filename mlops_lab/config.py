@@ -37,7 +37,13 @@ LABS = {
 
 def home() -> Path:
     """The workspace folder (not created here; see :func:`ensure_home`)."""
-    return Path(os.environ.get("MLOPS_LAB_HOME") or default_home()).expanduser().resolve()
+    root = Path(os.environ.get("MLOPS_LAB_HOME") or default_home()).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise LabError(
+            f"The workspace {root} is a file, not a folder. MLOPS_LAB_HOME must name a folder (new or "
+            "empty) where the labs keep their data, for example `export MLOPS_LAB_HOME=$HOME/mlops-lab-workspace`."
+        )
+    return root
 
 
 def path(*parts: str) -> Path:
@@ -45,19 +51,54 @@ def path(*parts: str) -> Path:
     return home().joinpath(*parts)
 
 
-def ensure_home() -> Path:
-    """Create the workspace if needed and prove it is writable."""
+MARKER = ".mlops-lab"
+
+
+def is_workspace(folder: Path) -> bool:
+    """A folder we created (it holds our marker); only such a folder may be wiped by ``reset``."""
+    return (folder / MARKER).is_file()
+
+
+def _not_writable(root: Path, why: str) -> LabError:
+    return LabError(
+        f"The workspace {root} is not writable ({why}). Everything the labs create "
+        "lives there. Point MLOPS_LAB_HOME at a folder you can write to, for example "
+        "`export MLOPS_LAB_HOME=$HOME/mlops-lab-workspace`, or fix the folder's permissions."
+    )
+
+
+def check_home() -> Path:
+    """The workspace, if it can be used; LabError saying why not. Creates nothing (for ``doctor``).
+
+    An existing folder is used only if it is empty or already a workspace, so that ``reset`` can
+    never wipe a folder of the user's own files."""
     root = home()
+    if root.is_dir():
+        if not is_workspace(root) and any(root.iterdir()):
+            raise LabError(
+                f"{root} is not empty and is not an mlops-lab workspace, so the labs will not write into it "
+                "(and `mlops-lab reset` would refuse to empty it). Point MLOPS_LAB_HOME at a new or empty "
+                "folder, for example `export MLOPS_LAB_HOME=$HOME/mlops-lab-workspace`."
+            )
+        nearest = root
+    else:
+        nearest = next(parent for parent in root.parents if parent.exists())
+        if not nearest.is_dir():
+            raise _not_writable(root, f"{nearest} is a file, so no folder can be made below it")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise _not_writable(root, f"no permission to write in {nearest}")
+    return root
+
+
+def ensure_home() -> Path:
+    """Create the workspace if needed and prove it is writable (see :func:`check_home`)."""
+    root = check_home()
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise LabError(
-            f"The workspace {root} is not writable ({exc.strerror or exc}). Everything the labs create "
-            "lives there. Point MLOPS_LAB_HOME at a folder you can write to, for example "
-            "`export MLOPS_LAB_HOME=$HOME/mlops-lab-workspace`, or fix the folder's permissions."
-        ) from None
+        raise _not_writable(root, exc.strerror or str(exc)) from None
     mark_workspace()
     return root
 
@@ -84,11 +125,12 @@ def reset() -> Path:
     learner's copies of the labs in ``labs/``."""
     root = home()
     if root.exists():
-        if not (root / ".mlops-lab").exists() and any(root.iterdir()):
+        if not is_workspace(root) and any(root.iterdir()):
             raise LabError(
-                f"Refusing to wipe {root}: it does not look like an mlops-lab workspace (no .mlops-lab "
+                f"Refusing to wipe {root}: it does not look like an mlops-lab workspace (no {MARKER} "
                 "marker) and it is not empty. Check MLOPS_LAB_HOME, or delete the folder yourself."
             )
+        _forget_mlflow_stores(root)
         for child in root.iterdir():
             if child.name == LEARNER_COPIES:
                 continue  # the learner's own notebooks (mlops_lab.learner) are never wiped
@@ -100,9 +142,50 @@ def reset() -> Path:
 
 
 def mark_workspace() -> None:
-    marker = path(".mlops-lab")
+    marker = path(MARKER)
     if not marker.exists():
         marker.write_text("This folder is an mlops-lab workspace; `mlops-lab reset` may wipe it.\n")
+
+
+def _forget_mlflow_stores(root: Path) -> None:
+    """Make this process's MLflow forget the stores in ``root`` before it is deleted.
+
+    MLflow caches a store (and its database engine) per URI. After a wipe, the cached engine still
+    holds the deleted database open: the next write fails with "attempt to write a readonly database"
+    and reads see the old runs. Dropping the caches makes the next call open a fresh store."""
+    import sys
+
+    if "mlflow" not in sys.modules:  # nothing cached; do not pay for importing MLflow
+        return
+    try:
+        from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+        from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+        from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+        for store in (TrackingStore, RegistryStore):
+            for uri in [u for u in store._engine_map if str(root) in u]:
+                store._engine_map.pop(uri).dispose()
+        for registry in (TrackingStoreRegistry, ModelRegistryStoreRegistry):
+            registry._get_store_with_resolved_uri.cache_clear()
+    except (ImportError, AttributeError) as exc:  # MLflow moved its internals
+        raise LabError(
+            f"The workspace {root} was not wiped: this MLflow version keeps its store open in a way "
+            f"mlops-lab does not know ({exc}). Restart the kernel (Kernel > Restart), then reset again."
+        ) from None
+
+
+def tool(name: str) -> str:
+    """How to call this environment's command ``name`` (mlflow, mlops-lab) from a shell, as printed
+    for the learner: the bare name when PATH finds this environment's copy (an activated venv),
+    else its full path, so the printed command works as shown."""
+    import sys
+
+    beside = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if not beside.exists() or (found and Path(found).resolve() == beside.resolve()):
+        return name
+    return str(beside)
 
 
 def learner() -> str:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
 
@@ -133,12 +134,12 @@ def hadolint(path: str | Path) -> tuple[int, str] | None:
 # --------------------------------------------------------------------------- Docker
 
 
-def docker_client():
+def docker_client(timeout: int = 300):
     """A Docker SDK client, or LabError saying why not and what the lab does instead."""
     try:
         import docker
 
-        client = docker.from_env(timeout=300)
+        client = docker.from_env(timeout=timeout)
         client.ping()
         return client
     except Exception as exc:
@@ -149,17 +150,75 @@ def docker_client():
 
 
 def docker_available() -> bool:
+    """True when a Docker daemon answers (it may still lack the base image: see docker_status)."""
     try:
-        docker_client()
+        docker_client(timeout=10)
         return True
     except LabError:
         return False
 
 
+LOCAL_BASE_IMAGE = "mlops-lab/python:3.11-slim-local"  # what .ci/base-image.sh builds
+
+
+class Situation(StrEnum):
+    NO_DAEMON = "no daemon"
+    NO_BASE_IMAGE = "no base image"
+    READY = "ready"
+
+
+@dataclass(frozen=True)
+class DockerStatus:
+    """Which of the three Docker situations this machine is in, and why, in words."""
+
+    situation: Situation
+    reason: str
+    base_image: str
+
+    @property
+    def ready(self) -> bool:
+        """A real image can be built (and lab 05 need not fall back to a local process)."""
+        return self.situation is Situation.READY
+
+
+def docker_status(base: str | None = None) -> DockerStatus:
+    """Tell apart: no Docker daemon; a daemon that cannot get the base image (not on this machine,
+    and its registry out of reach); a daemon with the base image (here, or pullable). Pulls nothing:
+    for an image that is not here it asks the registry for the image's manifest only."""
+    base = base or base_image()
+    try:
+        client = docker_client(timeout=20)
+    except LabError as exc:
+        return DockerStatus(Situation.NO_DAEMON, str(exc).split(". ")[0], base)
+    import docker
+
+    try:
+        client.images.get(base)
+        return DockerStatus(Situation.READY, f"the base image {base} is on this machine", base)
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        client.api.inspect_distribution(base)
+        return DockerStatus(Situation.READY, f"the base image {base} can be pulled from its registry", base)
+    except Exception as exc:
+        why = str(getattr(exc, "explanation", None) or exc).strip().splitlines()[0][:200]
+    try:
+        client.images.get(LOCAL_BASE_IMAGE)
+        fix = f"A local one (built by `bash .ci/base-image.sh`) is here: set MLOPS_LAB_BASE_IMAGE={LOCAL_BASE_IMAGE}."
+    except docker.errors.ImageNotFound:
+        fix = (f"Without access to its registry, build a local one from Debian packages (`bash .ci/base-image.sh`) "
+               f"and set MLOPS_LAB_BASE_IMAGE={LOCAL_BASE_IMAGE}.")
+    return DockerStatus(Situation.NO_BASE_IMAGE,
+                        f"the base image {base} is not on this machine and could not be pulled ({why}). {fix}", base)
+
+
 def build_image(context: str | Path, tag: str = DEFAULT_TAG, base: str | None = None, report=print) -> dict:
     """Build the image with the Docker SDK, reporting each build step; return id, tag, size."""
-    client = docker_client()
     base = base or base_image()
+    status = docker_status(base)
+    if status.situation is Situation.NO_BASE_IMAGE:
+        raise LabError(f"Cannot build the image: {status.reason}")
+    client = docker_client()
     start = time.perf_counter()
     tail: list[str] = []
     try:
@@ -248,8 +307,32 @@ def run_container(tag: str = DEFAULT_TAG, port: int | None = None, timeout: floa
     return handle
 
 
-def run_local(context: str | Path, **kwargs):
+@dataclass
+class LocalHandle:
+    """The fallback's running server, shaped like ContainerHandle (url, logs(), stop()), so a
+    notebook prints the same things whichever path ran."""
+
+    server: object  # serving.server.ServerHandle
+    url: str
+    seconds_to_ready: float
+
+    def logs(self) -> str:
+        return self.server.logs()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def run_local(context: str | Path, **kwargs) -> LocalHandle:
     """Without Docker: run the image's entrypoint (uvicorn + app_from_env on the bundle) as a local process."""
     from .serving.server import start_server
 
-    return start_server(bundle=Path(context) / "bundle", **kwargs)
+    start = time.perf_counter()
+    server = start_server(bundle=Path(context) / "bundle", **kwargs)
+    return LocalHandle(server, server.url, time.perf_counter() - start)

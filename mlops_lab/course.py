@@ -36,25 +36,36 @@ def _package_versions() -> Check:
     return Check("packages", True, ", ".join(found))
 
 
+# The checks create nothing: a check should not create what it checks.
+
+
 def _workspace() -> Check:
     try:
-        return Check("workspace", True, f"{config.ensure_home()} (writable)")
+        root = config.check_home()
     except LabError as exc:
         return Check("workspace", False, str(exc))
+    if root.is_dir():
+        return Check("workspace", True, f"{root} (writable)")
+    return Check("workspace", True, f"{root} (writable; not created yet: the first lab creates it)")
 
 
 def _tracking_store() -> Check:
-    uri = config.tracking_uri()
+    try:
+        uri = config.tracking_uri()
+    except LabError as exc:
+        return Check("tracking store", False, str(exc))
     if uri.startswith("sqlite:///"):
         import sqlite3
 
         db = uri.removeprefix("sqlite:///")
+        if not os.path.exists(db):
+            return Check("tracking store", True, f"{uri} (not created yet: the first tracked run creates it)")
         try:
-            os.makedirs(os.path.dirname(db) or ".", exist_ok=True)
-            with sqlite3.connect(db) as conn:
-                conn.execute("select 1")
-        except (sqlite3.Error, OSError) as exc:
-            return Check("tracking store", False, f"{uri}: {exc}. Fix the path or unset MLOPS_LAB_TRACKING_URI.")
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                conn.execute("select name from sqlite_master limit 1").fetchall()
+        except sqlite3.Error as exc:
+            return Check("tracking store", False, f"{uri}: {exc}. Move the file aside or run `mlops-lab reset`; "
+                         "or point MLOPS_LAB_TRACKING_URI elsewhere.")
         return Check("tracking store", True, uri)
     if uri.startswith(("http://", "https://")) and os.environ.get("MLFLOW_TRACKING_USERNAME"):
         from .workshop import check_connection  # a workshop server: also credentials and permissions
@@ -73,15 +84,17 @@ def _tracking_store() -> Check:
 
 
 def _docker() -> Check:
-    from .container import docker_available
+    from .container import Situation, docker_status
 
-    if not docker_available():
-        return Check(
-            "docker daemon", False,
-            "not reachable: lab 05 runs the same server entrypoint as a local process instead of a container",
-            required=False,
-        )
-    return Check("docker daemon", True, "reachable: lab 05 builds and runs a real image", required=False)
+    status = docker_status()
+    fallback = "lab 05 runs the same server entrypoint as a local process instead of a container"
+    if status.situation is Situation.NO_DAEMON:
+        return Check("docker daemon", False, f"not reachable: {fallback}", required=False)
+    if status.situation is Situation.NO_BASE_IMAGE:
+        return Check("docker daemon", False, f"reachable, but {status.reason} Until then {fallback}.",
+                     required=False)
+    return Check("docker daemon", True, f"reachable, and {status.reason}: lab 05 builds and runs a real image",
+                 required=False)
 
 
 LOW_MEMORY_GIB = 1.0  # one lab's kernel peaks around 650 MB
@@ -146,41 +159,33 @@ def doctor(report: Callable[[str], None] = print) -> bool:
 
 # ------------------------------------------------------------------------ setup
 
-# What each lab leaves behind, keyed by the lab that produces it. Later issues add steps.
-_STEPS: dict[int, Callable[[], None]] = {}
+
+def newest_lab() -> int:
+    """The highest lab ``setup`` can prepare: the one after the last lab with a setup step."""
+    from .setup_steps import STEPS  # imported here: keeps `import mlops_lab` fast
+
+    return max(STEPS) + 1
 
 
-def step(lab: int):
-    def register(func: Callable[[], None]) -> Callable[[], None]:
-        _STEPS[lab] = func
-        return func
+def setup(n: int, fresh: bool = False, report: Callable[[str], None] = print) -> None:
+    """Prepare the workspace for lab ``n``: run (idempotently) what labs 00..n-1 would have produced.
+    With ``fresh``, empty the workspace first (as ``reset`` does), then build it up again."""
+    from .setup_steps import STEPS
 
-    return register
-
-
-def _load_steps() -> None:
-    # Importing registers the steps; kept lazy so `import mlops_lab` stays fast.
-    from . import setup_steps  # noqa: F401
-
-
-def setup(n: int, report: Callable[[str], None] = print) -> None:
-    """Prepare the workspace for lab ``n``: run (idempotently) what labs 00..n-1 would have produced."""
     if isinstance(n, str) and n.strip().isdigit():
         n = int(n)
-    if not isinstance(n, int) or isinstance(n, bool) or n not in config.LABS:
+    newest = newest_lab()
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= newest:
+        later = (f" Lab {n:02d} is not written yet: update your clone (`git pull`) to get newer labs."
+                 if isinstance(n, int) and n in config.LABS else "")
         raise LabError(
-            f"There is no lab {n!r}: labs are numbered 0 to {max(config.LABS)}. Call lab.setup(3) at the "
-            "top of lab 03, for example (or `mlops-lab setup 3` in a terminal)."
+            f"There is no lab {n!r} in this version of the course: labs are numbered 00 to {newest:02d}. "
+            f"Call lab.setup(3) at the top of lab 03, for example (or `mlops-lab setup 3` in a terminal).{later}"
         )
-    _load_steps()
-    available = max(_STEPS) + 1 if _STEPS else 1
-    if n > available:
-        raise LabError(
-            f"Lab {n:02d} is not in this version of the course yet; labs 00 to {available:02d} are. "
-            "Update your clone (`git pull`) to get newer labs."
-        )
+    if fresh:
+        config.reset()
     config.ensure_home()
     for lab in range(n):
-        if lab in _STEPS:
-            _STEPS[lab]()
-    report(f"Workspace {config.home()} is ready for lab {n:02d}.")
+        if lab in STEPS:
+            STEPS[lab]()
+    report(f"Workspace {config.home()} is ready for lab {n:02d}" + (" (started afresh)." if fresh else "."))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -169,7 +170,7 @@ def build(root: Path | None = None, check: bool = False) -> list[Path]:
 @dataclass
 class RunResult:
     notebook: str
-    status: str  # "ok" or "failed"
+    status: str  # "ok", "failed" or "interrupted"
     seconds: float
     peak_mb: float
     error: str = ""
@@ -241,8 +242,33 @@ def _environment(**values: str):
                 os.environ[k] = v
 
 
+def _kernel_manager(log_file):
+    """The kernel manager class papermill starts each kernel with.
+
+    Its transport is encrypted (CurveZMQ, when pyzmq has it), so ipykernel has no reason to warn
+    about plain-text TCP; and the kernel's own stdout/stderr (its log, shutdown chatter such as
+    "KeyboardInterrupt caught in kernel" when the manager interrupts it on shutdown) go to a log
+    file beside the executed notebook instead of the terminal. Cell outputs are not affected."""
+    import zmq
+    from jupyter_client import AsyncKernelManager
+    from traitlets import default
+
+    class QuietKernelManager(AsyncKernelManager):
+        @default("transport_encryption")
+        def _encrypted(self):
+            return "auto" if zmq.has("curve") else "disabled"
+
+        async def start_kernel(self, **kw):
+            kw.setdefault("stdout", log_file)
+            kw.setdefault("stderr", log_file)
+            return await super().start_kernel(**kw)
+
+    return QuietKernelManager
+
+
 def run_notebook(path: Path, output: Path, parameters: dict | None = None, timeout: int = 120) -> RunResult:
-    """Execute one notebook with papermill (kernel python3) and measure it."""
+    """Execute one notebook with papermill (kernel python3) and measure it. The kernel's own log is
+    kept beside the executed copy (``NN_title.kernel.log``)."""
     import logging
 
     import papermill as pm
@@ -251,8 +277,9 @@ def run_notebook(path: Path, output: Path, parameters: dict | None = None, timeo
     output.parent.mkdir(parents=True, exist_ok=True)
     read_notebook(path)  # a clear message for broken JSON before papermill's own
     error = ""
+    status = "ok"
     start = time.perf_counter()
-    with _PeakMemory() as memory:
+    with _PeakMemory() as memory, open(output.with_suffix(".kernel.log"), "wb") as kernel_log:
         try:
             pm.execute_notebook(
                 str(path),
@@ -262,65 +289,82 @@ def run_notebook(path: Path, output: Path, parameters: dict | None = None, timeo
                 execution_timeout=timeout,
                 progress_bar=False,
                 cwd=str(output.parent),
+                kernel_manager_class=_kernel_manager(kernel_log),
             )
         except pm.PapermillExecutionError as exc:
             evalue = (exc.evalue or "").strip().splitlines()
             error = f"cell {exc.exec_count or exc.cell_index}: {exc.ename}: {evalue[0] if evalue else ''}"
+        except KeyboardInterrupt:
+            status = "interrupted"
         except Exception as exc:  # kernel died, timeout, missing kernel...
             error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     seconds = time.perf_counter() - start
-    return RunResult(path.name, "failed" if error else "ok", seconds, memory.peak / 2**20, error, output)
+    if error:
+        status = "failed"
+    return RunResult(path.name, status, seconds, memory.peak / 2**20, error, output)
 
 
 def run(
     numbers: list[str] | None = None,
     labs: bool = False,
-    fresh: bool = True,
+    workspace: str | Path | None = None,
     root: Path | None = None,
     parameters: dict | None = None,
     timeout: int = 120,
     report=print,
 ) -> list[RunResult]:
-    """Run solutions (or labs) in order, in a fresh workspace unless ``fresh=False``."""
+    """Run solutions (or labs) in order, in ``workspace`` (created if needed), else in a fresh temporary
+    workspace that is deleted afterwards (kept, and named, when a notebook failed). Ctrl-C stops the
+    run: the results so far come back, the interrupted notebook last, with status "interrupted"."""
     root = repo_root(root)
     notebooks = select(root, numbers, labs)
-    if fresh:
-        workspace = Path(tempfile.mkdtemp(prefix="mlops-lab-run-"))
-    else:
-        workspace = config.ensure_home()
-    results = []
+    temporary = workspace is None
+    workspace = Path(tempfile.mkdtemp(prefix="mlops-lab-run-")) if temporary else Path(workspace).resolve()
+    results: list[RunResult] = []
     # The python3 kernel of this environment first, ahead of any user-wide kernelspec.
     jupyter_path = os.pathsep.join(filter(None, [str(Path(sys.prefix) / "share" / "jupyter"),
                                                  os.environ.get("JUPYTER_PATH")]))
-    with _environment(MLOPS_LAB_HOME=str(workspace), JUPYTER_PATH=jupyter_path):
-        config.ensure_home()
-        kind = "labs" if labs else "solutions"
-        report(f"Running {len(notebooks)} {kind} notebook(s) in workspace {workspace}")
-        for nb in notebooks:
-            result = run_notebook(nb, workspace / "executed" / kind / nb.name, parameters, timeout)
-            report(f"  {result.notebook:<32} {result.status:<7} {result.seconds:6.1f} s  {result.error}")
-            results.append(result)
+    try:
+        with _environment(MLOPS_LAB_HOME=str(workspace), JUPYTER_PATH=jupyter_path):
+            config.ensure_home()
+            kind = "labs" if labs else "solutions"
+            report(f"Running {len(notebooks)} {kind} notebook(s) in {'a fresh ' if temporary else ''}workspace "
+                   f"{workspace}")
+            for nb in notebooks:
+                result = run_notebook(nb, workspace / "executed" / kind / nb.name, parameters, timeout)
+                report(f"  {result.notebook:<32} {result.status:<11} {result.seconds:6.1f} s  {result.error}")
+                results.append(result)
+                if result.status == "interrupted":
+                    break
+    finally:
+        if temporary:
+            if not any(r.status == "failed" for r in results):
+                shutil.rmtree(workspace, ignore_errors=True)
+            else:
+                report(f"Kept the workspace {workspace} to look into (executed notebooks and kernel logs in "
+                       "executed/); delete it when done.")
     return results
 
 
 def summary_table(results: list[RunResult]) -> str:
-    lines = [f"{'notebook':<32} {'status':<7} {'seconds':>8} {'peak MB':>8}", "-" * 58]
+    lines = [f"{'notebook':<32} {'status':<11} {'seconds':>8} {'peak MB':>8}", "-" * 62]
     for r in results:
-        lines.append(f"{r.notebook:<32} {r.status:<7} {r.seconds:8.1f} {r.peak_mb:8.0f}")
+        lines.append(f"{r.notebook:<32} {r.status:<11} {r.seconds:8.1f} {r.peak_mb:8.0f}")
         if r.error:
             lines.append(f"    {r.error}")
-    lines.append("-" * 58)
+    lines.append("-" * 62)
     total = sum(r.seconds for r in results)
     peak = max((r.peak_mb for r in results), default=0)
     passed = sum(r.ok for r in results)
-    lines.append(f"{f'{passed}/{len(results)} passed':<32} {'':<7} {total:8.1f} {peak:8.0f}")
+    lines.append(f"{f'{passed}/{len(results)} passed':<32} {'':<11} {total:8.1f} {peak:8.0f}")
     return "\n".join(lines)
 
 
 def execute_solutions(numbers: list[str] | None = None, root: Path | None = None, report=print) -> list[RunResult]:
     """Maintainers: re-execute solutions in a fresh workspace and commit their outputs (for nbval)."""
     root = repo_root(root)
-    results = run(numbers, labs=False, root=root, report=report)
+    workspace = Path(tempfile.mkdtemp(prefix="mlops-lab-run-"))
+    results = run(numbers, labs=False, workspace=workspace, root=root, report=report)
     for result in results:
         if not result.ok:
             continue
@@ -329,4 +373,8 @@ def execute_solutions(numbers: list[str] | None = None, root: Path | None = None
             cell.metadata = _clean_cell_metadata(cell.metadata)
         nb.metadata = dict(NOTEBOOK_METADATA)
         (root / "solutions" / result.notebook).write_text(_dumps(nb))
+    if all(r.ok for r in results):
+        shutil.rmtree(workspace, ignore_errors=True)
+    else:
+        report(f"Kept the workspace {workspace} to look into; delete it when done.")
     return results

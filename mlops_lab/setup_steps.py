@@ -1,8 +1,23 @@
-"""What each lab leaves behind, rebuilt idempotently by ``lab.setup(n)``."""
+"""What each lab leaves behind, rebuilt idempotently by ``lab.setup(n)``.
+
+One small function per lab, registered with ``@step(n)``; ``course.setup`` runs them in order.
+This module imports nothing from ``course`` (``course`` imports it), so there is no import circle.
+"""
 
 from __future__ import annotations
 
-from .course import step
+from collections.abc import Callable
+
+# What each lab leaves behind, keyed by the lab that produces it.
+STEPS: dict[int, Callable[[], None]] = {}
+
+
+def step(lab: int):
+    def register(func: Callable[[], None]) -> Callable[[], None]:
+        STEPS[lab] = func
+        return func
+
+    return register
 
 
 @step(0)

@@ -407,4 +407,4 @@ def mlflow_ui_command() -> str:
     """The command that opens the MLflow UI on the course's tracking store."""
     from . import config
 
-    return f"mlflow ui --backend-store-uri {config.tracking_uri()} --port 5000"
+    return f"{config.tool('mlflow')} ui --backend-store-uri {config.tracking_uri()} --port 5000"

@@ -14,7 +14,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     """A fresh, empty workspace for one test."""
@@ -72,6 +71,49 @@ def course_copy(tmp_path) -> Path:
     shutil.copytree(ROOT / "solutions", dest / "solutions")
     shutil.copytree(ROOT / "labs", dest / "labs")
     return dest
+
+
+@pytest.fixture
+def tiny_course(tmp_path) -> Path:
+    """A course folder with two one-cell notebooks (fast to run): 00 prints, 01 sleeps ``SLEEP`` seconds
+    (env, default 0). The kernel of 00 writes to its own stderr at shutdown, as a kernel's log does."""
+    import nbformat
+
+    course = tmp_path / "tiny-course"
+    (course / "solutions").mkdir(parents=True)
+    (course / "pyproject.toml").write_text("")
+    cells = {
+        "00_hello": "import atexit, sys\n"
+                    "atexit.register(lambda: print('kernel chatter at shutdown', file=sys.__stderr__))\n"
+                    "print('hello')",
+        "01_sleep": "import os, time\ntime.sleep(float(os.environ.get('SLEEP', '0')))\nprint('awake')",
+    }
+    for name, source in cells.items():
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, course / "solutions" / f"{name}.ipynb")
+    return course
+
+
+@pytest.fixture(scope="session")
+def docker_base_image() -> str:
+    """A base image the Docker daemon has, for tests that build the serving image: MLOPS_LAB_BASE_IMAGE
+    (or python:3.11-slim) when it can be had, else the local one, built by .ci/base-image.sh if missing.
+    Skips, saying why, without a daemon or when no base image can be had."""
+    from mlops_lab import container
+
+    status = container.docker_status()
+    if status.situation is container.Situation.NO_DAEMON:
+        pytest.skip(f"{status.reason}, so no image can be built (CI starts a daemon)")
+    if status.ready:
+        return status.base_image
+    if not container.docker_status(container.LOCAL_BASE_IMAGE).ready:
+        out = subprocess.run(["bash", str(ROOT / ".ci" / "base-image.sh"), container.LOCAL_BASE_IMAGE],
+                             capture_output=True, text=True, timeout=1200)
+        if out.returncode != 0:
+            pytest.skip(f"{status.reason} Building one with .ci/base-image.sh failed too: "
+                        f"{(out.stdout + out.stderr).strip()[-500:]}")
+    return container.LOCAL_BASE_IMAGE
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None):

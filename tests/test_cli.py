@@ -1,9 +1,15 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
-from mlops_lab import course
+from mlops_lab import course, setup_steps
 from mlops_lab.errors import LabError
 
-from .conftest import run_cli
+from .conftest import ROOT, run_cli
 
 
 def test_doctor_says_the_course_can_run(home):
@@ -23,10 +29,16 @@ def test_doctor_fails_on_an_unwritable_workspace(tmp_path):
 
 
 def test_setup_rejects_a_lab_that_does_not_exist(home):
-    with pytest.raises(LabError, match="no lab 99: labs are numbered 0 to 8"):
-        course.setup(99)
+    # issue 8 friction: `setup 9` said "numbered 0 to 8" while `setup 6` said "labs 00 to 05"
+    newest = course.newest_lab()
+    assert newest == max(setup_steps.STEPS) + 1
+    for lab in (newest + 1, 99, -1):
+        with pytest.raises(LabError, match=f"no lab {lab} in this version of the course: labs are numbered "
+                                           f"00 to {newest:02d}"):
+            course.setup(lab)
     result = run_cli("setup", "99", env={"MLOPS_LAB_HOME": str(home)})
     assert result.returncode == 2 and "no lab 99" in result.stderr and "Traceback" not in result.stderr
+    assert f"00 to {newest:02d}" in result.stderr
 
 
 def test_setup_is_idempotent(home, capsys):
@@ -71,3 +83,95 @@ def test_doctor_without_docker_still_passes_and_says_what_lab_05_does(home):
     result = run_cli("doctor", env={"MLOPS_LAB_HOME": str(home), "DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.returncode == 0, result.stdout
     assert "note docker daemon   not reachable: lab 05 runs the same server entrypoint as a local process" in result.stdout
+
+
+def test_doctor_creates_nothing(home):
+    # issue 8 friction: doctor created the workspace and an empty mlflow.db
+    result = run_cli("doctor", env={"MLOPS_LAB_HOME": str(home)})
+    assert result.returncode == 0, result.stdout
+    assert "not created yet" in result.stdout
+    assert not home.exists()
+
+
+def test_doctor_tells_the_three_docker_situations_apart(home, docker_base_image):
+    # issue 8, item 10: with a daemon but no base image, doctor said lab 05 "builds and runs a real image"
+    env = {"MLOPS_LAB_HOME": str(home)}
+    ready = run_cli("doctor", env={**env, "MLOPS_LAB_BASE_IMAGE": docker_base_image})
+    assert f"ok   docker daemon   reachable, and the base image {docker_base_image} is" in ready.stdout
+    assert "lab 05 builds and runs a real image" in ready.stdout
+    no_base = run_cli("doctor", env={**env, "MLOPS_LAB_BASE_IMAGE": "mlops-lab/no-such-base:0"})
+    assert no_base.returncode == 0, no_base.stdout
+    assert ("note docker daemon   reachable, but the base image mlops-lab/no-such-base:0 is not on this machine "
+            "and could not be pulled") in no_base.stdout
+    assert "bash .ci/base-image.sh" in no_base.stdout and "as a local process" in no_base.stdout
+    assert "builds and runs a real image" not in no_base.stdout
+    no_daemon = run_cli("doctor", env={**env, "DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert "note docker daemon   not reachable: lab 05 runs the same server entrypoint" in no_daemon.stdout
+
+
+def test_setup_fresh_empties_the_workspace_first(home):
+    course.setup(0)
+    (home / "left-over").write_text("from an earlier lab")
+    result = run_cli("setup", "0", "--fresh", env={"MLOPS_LAB_HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert "ready for lab 00 (started afresh)" in result.stdout
+    assert sorted(p.name for p in home.iterdir()) == [".mlops-lab"]
+
+
+def _run_tiny(course_folder, *args, env=None):
+    return run_cli("run", "--root", str(course_folder), *args, env=env)
+
+
+def test_run_prints_the_table_and_real_problems_only(tiny_course, tmp_path):
+    # issue 8 friction: ipykernel's TCP warning once per notebook, kernel chatter at shutdown
+    # ("KeyboardInterrupt caught in kernel"), and a /tmp/mlops-lab-run-* folder left behind
+    result = _run_tiny(tiny_course, env={"TMPDIR": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    assert "2/2 passed" in result.stdout
+    for noise in ("WARNING", "without encryption", "kernel chatter", "KeyboardInterrupt"):
+        assert noise not in result.stdout
+    assert not list(tmp_path.glob("mlops-lab-run-*"))
+
+
+def test_run_twice_in_the_same_workspace(tiny_course, tmp_path):
+    workspace = tmp_path / "course-run"
+    for _ in range(2):
+        result = _run_tiny(tiny_course, "--workspace", str(workspace))
+        assert result.returncode == 0, result.stdout + result.stderr
+    executed = workspace / "executed" / "solutions"
+    assert sorted(p.name for p in executed.iterdir()) == [
+        "00_hello.ipynb", "00_hello.kernel.log", "01_sleep.ipynb", "01_sleep.kernel.log"]
+    assert "kernel chatter at shutdown" in (executed / "00_hello.kernel.log").read_text()
+
+
+def test_run_keeps_a_failed_run_and_says_where(tiny_course, tmp_path):
+    (tiny_course / "solutions" / "01_sleep.ipynb").write_text(
+        (tiny_course / "solutions" / "01_sleep.ipynb").read_text().replace("print('awake')", "1 / 0"))
+    result = _run_tiny(tiny_course, env={"TMPDIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert "FAILED 01_sleep.ipynb: cell 1: ZeroDivisionError" in result.stderr
+    kept = list(tmp_path.glob("mlops-lab-run-*"))
+    assert len(kept) == 1 and f"Kept the workspace {kept[0]}" in result.stdout
+
+
+def test_ctrl_c_prints_the_rows_finished_so_far(tiny_course, tmp_path):
+    # issue 8 friction: Ctrl-C printed "Aborted!" and no table
+    env = {**os.environ, "SLEEP": "120", "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "mlops_lab.cli", "run", "--root", str(tiny_course)],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "00_hello.ipynb" in line:
+            break
+    time.sleep(3)  # 01 is sleeping in its kernel now
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    out = "".join(lines) + out
+    assert process.returncode == 130, out + err
+    assert "Aborted!" not in err and "Traceback" not in err
+    table = out[out.index("notebook "):]
+    assert "00_hello.ipynb                   ok" in table and "01_sleep.ipynb                   interrupted" in table
+    assert "1/2 passed" in table and "1 notebook(s) finished before Ctrl-C" in err
+    assert not list(tmp_path.glob("mlops-lab-run-*"))

@@ -1,11 +1,14 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import mlops_lab as lab
-from mlops_lab import config
+from mlops_lab import config, course, training
 from mlops_lab.errors import LabError
+
+from .conftest import run_cli
 
 
 def test_import_is_fast_and_does_nothing(tmp_path):
@@ -58,3 +61,72 @@ def test_reset_refuses_a_folder_that_is_not_a_workspace(tmp_path, monkeypatch):
 def test_lab_error_renders_without_traceback_in_ipython():
     err = LabError("do this instead")
     assert err._render_traceback_() == ["\x1b[31mLabError\x1b[0m: do this instead"]
+
+
+def test_a_folder_of_the_users_files_is_never_made_a_workspace(tmp_path, monkeypatch):
+    # issue 8, item 7: doctor (any ensure_home) used to mark such a folder; reset then wiped it
+    precious = tmp_path / "home-of-the-user"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("...")
+    env = {"MLOPS_LAB_HOME": str(precious)}
+    doctor = run_cli("doctor", env=env)
+    assert doctor.returncode == 1 and "FAIL workspace" in doctor.stdout and "not empty" in doctor.stdout
+    assert run_cli("setup", "0", env=env).returncode == 2
+    monkeypatch.setenv("MLOPS_LAB_HOME", str(precious))
+    with pytest.raises(LabError, match="is not empty and is not an mlops-lab workspace.*new or empty folder"):
+        config.ensure_home()
+    reset = run_cli("reset", "--yes", env=env)
+    assert reset.returncode == 2 and "Refusing to wipe" in reset.stderr
+    assert sorted(p.name for p in precious.iterdir()) == ["thesis.tex"]
+
+
+def test_an_empty_folder_becomes_a_workspace(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("MLOPS_LAB_HOME", str(empty))
+    assert config.ensure_home() == empty.resolve() and config.is_workspace(empty)
+
+
+def test_workspace_that_is_a_file_gets_a_clear_message(tmp_path, monkeypatch):
+    # issue 8, item 8: a raw NotADirectoryError before
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    monkeypatch.setenv("MLOPS_LAB_HOME", str(a_file))
+    for call in (config.ensure_home, config.reset, lambda: course.setup(1)):
+        with pytest.raises(LabError, match="is a file, not a folder.*MLOPS_LAB_HOME"):
+            call()
+    env = {"MLOPS_LAB_HOME": str(a_file)}
+    for args in (("reset", "--yes"), ("setup", "1"), ("doctor",)):
+        result = run_cli(*args, env=env)
+        assert result.returncode in (1, 2), args
+        assert "is a file, not a folder" in result.stdout + result.stderr, args
+        assert "Traceback" not in result.stderr, args
+    assert a_file.read_text() == "mine"
+
+
+def test_reset_leaves_a_running_kernel_working(home):
+    # issue 8, item 9: MLflow kept the deleted database open ("attempt to write a readonly
+    # database"), and reads saw the runs of the wiped workspace
+    mlflow = training.use_tracking()
+    with mlflow.start_run():
+        mlflow.log_param("before", 1)
+    mlflow.MlflowClient().create_registered_model("before-reset")
+    lab.reset()
+    mlflow = training.use_tracking()
+    assert len(mlflow.search_runs()) == 0
+    assert mlflow.MlflowClient().search_registered_models() == []
+    with mlflow.start_run():
+        mlflow.log_param("after", 1)
+    mlflow.MlflowClient().create_registered_model("after-reset")
+    assert (home / "mlflow.db").exists()
+    assert len(mlflow.search_runs()) == 1
+
+
+def test_tool_names_a_command_that_works_from_the_shell(monkeypatch):
+    # issue 8 friction: lab 02 printed `mlflow ui ...`, which fails when the venv is not activated
+    beside = Path(sys.executable).parent
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert config.tool("mlflow") == str(beside / "mlflow")
+    assert training.mlflow_ui_command().startswith(f"{beside / 'mlflow'} ui --backend-store-uri sqlite:///")
+    monkeypatch.setenv("PATH", f"{beside}:/usr/bin:/bin")
+    assert config.tool("mlflow") == "mlflow"

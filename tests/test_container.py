@@ -8,7 +8,7 @@ from mlops_lab import container, data
 from mlops_lab.errors import LabError
 from mlops_lab.serving import to_payload
 
-from .conftest import using_home
+from .conftest import ROOT, using_home
 
 TEMPLATE = container.FILES / "Dockerfile"
 
@@ -77,12 +77,48 @@ def test_local_fallback_runs_the_same_entrypoint(context):
         assert httpx.get(f"{server.url}/version").json()["source"] == f"bundle:{context / 'bundle'}"
 
 
+def _sanitized(text: str) -> str:
+    """``text`` after nbval's replacements (tests/nbval_sanitize.cfg), in the file's order."""
+    import re
+
+    rules = re.findall(r"^regex: (.*)$\n^replace: (.*)$", (ROOT / "tests" / "nbval_sanitize.cfg").read_text(),
+                       flags=re.MULTILINE)
+    for regex, replace in rules:
+        text = re.sub(regex, replace, text)
+    return text
+
+
+def test_fallback_shows_lab_05_what_the_container_shows(context):
+    # issue 8, item 10: without Docker, nbval failed lab 05: "bundle:<tmp path>" for "bundle:/app/bundle",
+    # and `running.stop()` showed a bare -15 where the container's stop() shows nothing
+    with container.run_local(context) as running:
+        source = httpx.get(f"{running.url}/version").json()["source"]
+        assert _sanitized(f"served from: {source}") == _sanitized("served from: bundle:/app/bundle")
+        assert running.stop() is None
+    assert not running.server.running
+
+
+def test_docker_status_tells_the_situations_apart(docker_base_image):
+    ready = container.docker_status(docker_base_image)
+    assert ready.ready and ready.situation == "ready" and docker_base_image in ready.reason
+    missing = container.docker_status("mlops-lab/no-such-base:0")
+    assert missing.situation is container.Situation.NO_BASE_IMAGE and not missing.ready
+    assert "mlops-lab/no-such-base:0 is not on this machine and could not be pulled" in missing.reason
+
+
+def test_docker_status_without_a_daemon(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    status = container.docker_status()
+    assert status.situation is container.Situation.NO_DAEMON and not status.ready
+    assert "No Docker daemon answers here" in status.reason
+    with pytest.raises(LabError, match="No Docker daemon answers here.*run_local"):
+        container.build_image(ROOT, report=lambda _: None)
+
+
 @pytest.fixture(scope="module")
-def image(context):
-    if not container.docker_available():
-        pytest.skip("no Docker daemon can be reached here, so the image cannot be built (CI starts one)")
+def image(context, docker_base_image):
     tag = "cardguard:test"
-    info = container.build_image(context, tag=tag, report=lambda _: None)
+    info = container.build_image(context, tag=tag, base=docker_base_image, report=lambda _: None)
     yield info
     import docker
 
@@ -107,8 +143,13 @@ def test_image_builds_runs_and_serves(image):
         docker.from_env().containers.get(container_id)
 
 
-def test_missing_base_image_says_how_to_build_one(context):
+def test_missing_base_image_says_how_to_build_one(context, monkeypatch):
     if not container.docker_available():
         pytest.skip("no Docker daemon can be reached here")
+    steps = []
     with pytest.raises(LabError, match=r"could not be pulled.*bash \.ci/base-image\.sh.*MLOPS_LAB_BASE_IMAGE"):
-        container.build_image(context, tag="cardguard:never", base="mlops-lab/no-such-base:0", report=lambda _: None)
+        container.build_image(context, tag="cardguard:never", base="mlops-lab/no-such-base:0", report=steps.append)
+    assert steps == []  # refused before building: lab 05 falls back at once, saying why
+    monkeypatch.setenv("MLOPS_LAB_BASE_IMAGE", "mlops-lab/no-such-base:0")
+    with pytest.raises(LabError, match=r"^Cannot build the image: the base image mlops-lab/no-such-base:0 is not"):
+        container.build_image(context, tag="cardguard:never", report=steps.append)

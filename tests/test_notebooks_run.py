@@ -22,9 +22,10 @@ def _git_status():
 
 
 @pytest.fixture(scope="module")
-def lab_runs():
+def lab_runs(tmp_path_factory):
     before = _git_status()
-    results = notebooks.run(labs=True, root=ROOT, parameters={"FAST": True})
+    results = notebooks.run(labs=True, workspace=tmp_path_factory.mktemp("lab-runs"), root=ROOT,
+                            parameters={"FAST": True})
     return results, before, _git_status()
 
 
