@@ -109,7 +109,8 @@ def run(numbers: tuple[str, ...], labs: bool, workspace: Path | None, keep_works
     failed = [r for r in results if not r.ok]
     if failed:
         for r in failed:
-            click.echo(f"FAILED {r.notebook}: {r.error} (executed copy: {r.output})", err=True)
+            click.echo(f"FAILED {r.notebook}: {r.error} (executed copy: {r.output}; kernel log: "
+                       f"{r.output.with_suffix('.kernel.log')})", err=True)
         sys.exit(1)
 
 

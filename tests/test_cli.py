@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -175,3 +176,26 @@ def test_ctrl_c_prints_the_rows_finished_so_far(tiny_course, tmp_path):
     assert "00_hello.ipynb                   ok" in table and "01_sleep.ipynb                   interrupted" in table
     assert "1/2 passed" in table and "1 notebook(s) finished before Ctrl-C" in err
     assert not list(tmp_path.glob("mlops-lab-run-*"))
+
+
+def _options(command) -> set[str]:
+    return {name for param in command.params for name in getattr(param, "opts", [])}
+
+
+def test_readme_commands_work_as_shown():
+    # issue 8 friction: the README used `.venv/bin/...`, then `mlops-lab doctor`, which is not on PATH
+    from mlops_lab.cli import main
+
+    readme = (ROOT / "README.md").read_text()
+    quick_start = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    assert ". .venv/bin/activate" in quick_start and "&& mlops-lab run" in quick_start
+    assert re.findall(r"\.venv/bin/(?!activate)\S*", readme) == []
+    spans = re.findall(r"`(mlops-lab [^`]+)`", readme)
+    bullet = re.search(r"\* `mlops-lab` commands: (.*?)\n(?:\S|\n)", readme, re.S).group(1)
+    spans += [f"mlops-lab {span}" for span in re.findall(r"`([^`]+)`", bullet)]
+    assert len(spans) >= 10
+    for span in spans:
+        words = span.replace("[", " ").replace("]", " ").replace("|", " ").split()
+        assert words[1] in main.commands, span
+        unknown = {w for w in words if w.startswith("--")} - _options(main.commands[words[1]])
+        assert not unknown, f"{span}: {unknown}"

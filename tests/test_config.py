@@ -130,3 +130,11 @@ def test_tool_names_a_command_that_works_from_the_shell(monkeypatch):
     assert training.mlflow_ui_command().startswith(f"{beside / 'mlflow'} ui --backend-store-uri sqlite:///")
     monkeypatch.setenv("PATH", f"{beside}:/usr/bin:/bin")
     assert config.tool("mlflow") == "mlflow"
+
+
+def test_setup_steps_and_course_import_without_a_circle():
+    # issue 11: setup_steps imported course, which imported setup_steps
+    code = ("import sys, mlops_lab.setup_steps as s; assert 'mlops_lab.course' not in sys.modules; "
+            "import mlops_lab.course as c; print(c.newest_lab() == max(s.STEPS) + 1)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
