@@ -132,7 +132,7 @@ def reset() -> Path:
             )
         _forget_mlflow_stores(root)
         for child in root.iterdir():
-            if child.name == LEARNER_COPIES:
+            if child.name in (LEARNER_COPIES, MARKER):
                 continue  # the learner's own notebooks (mlops_lab.learner) are never wiped
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
