@@ -168,6 +168,7 @@ class HoldoutEvaluation:
     scores: np.ndarray
     amounts: np.ndarray
     threshold: float
+    pipeline: object = None
 
     @property
     def pr_auc(self) -> float:
@@ -198,12 +199,14 @@ def evaluate_on_holdout(version: str, holdout: pd.DataFrame, name: str | None = 
             )
     tags = client.get_model_version(name, str(version)).tags
     threshold = float(tags.get("threshold") or 0.5)
-    scores = predict_scores(load(version, name), holdout)
+    pipeline = load(version, name)
     return HoldoutEvaluation(str(version), sorted(digests)[0], holdout["is_fraud"].to_numpy(dtype=int),
-                             scores, holdout["amount"].to_numpy(dtype=float), threshold)
+                             predict_scores(pipeline, holdout), holdout["amount"].to_numpy(dtype=float), threshold,
+                             pipeline)
 
 
-def scoring_p99_ms(version: str, holdout: pd.DataFrame, name: str | None = None, n: int = 200) -> float:
+def scoring_p99_ms(version: str, holdout: pd.DataFrame, name: str | None = None, n: int = 200,
+                   pipeline=None) -> float:
     """p99 latency (ms) of scoring one payment at a time on the serving fast path, in this process,
     with one thread as the server scores (see serving.app.single_threaded)."""
     from threadpoolctl import threadpool_limits
@@ -211,7 +214,7 @@ def scoring_p99_ms(version: str, holdout: pd.DataFrame, name: str | None = None,
     from .serving.client import to_payload
     from .serving.model import FastScorer
 
-    scorer = FastScorer(load(version, name))
+    scorer = FastScorer(pipeline if pipeline is not None else load(version, name))
     records = to_payload(holdout.head(n))
     times = []
     with threadpool_limits(limits=1):
@@ -384,7 +387,7 @@ def promote_if_better(challenger_version: str, holdout: pd.DataFrame, margin: fl
     challenger = evaluate_on_holdout(challenger_version, holdout, name)
     versions_seen = [challenger_version] + ([champion_version] if champion_version else [])
     trained_on = {v: run_datasets(v, name).get("training", {}).get("digest", "not logged") for v in versions_seen}
-    p99 = scoring_p99_ms(challenger_version, holdout, name)
+    p99 = scoring_p99_ms(challenger_version, holdout, name, pipeline=challenger.pipeline)
     common = dict(margin=margin, data_fingerprint=data.fingerprint(holdout), holdout_digest=challenger.digest,
                   holdout_rows=len(holdout), as_of=None if as_of is None else str(pd.Timestamp(as_of)),
                   challenger_cost=challenger.cost, challenger_p99_ms=p99, trained_on=trained_on)
