@@ -314,16 +314,8 @@ def docker_reason() -> str | None:
     """Why no container can be built here (None when a daemon answers)."""
     from . import container
 
-    status = getattr(container, "docker_status", None)  # richer reasons, where the package has them
-    if status is not None:
-        result = status()
-        ok = getattr(result, "ok", result if isinstance(result, bool) else None)
-        if ok:
-            return None
-        return str(getattr(result, "reason", None) or getattr(result, "detail", None) or result)
-    if container.docker_available():
-        return None
-    return "no Docker daemon answers here (expected on Binder)"
+    status = container.docker_status()  # no daemon, no base image, or ready: with the reason in words
+    return None if status.ready else status.reason
 
 
 def _container(ctx: Context) -> tuple[str, str]:
