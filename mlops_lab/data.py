@@ -371,9 +371,17 @@ def dataset_record(frame: pd.DataFrame, name: str | None = None) -> dict[str, An
 # --------------------------------------------------------------------------- splitting
 
 
-def time_split(frame: pd.DataFrame, valid_days: int = 7, holdout_days: int = 7):
+LABEL_WINDOW_DAYS = 30  # a payment nobody disputed within 30 days counts as legitimate
+
+
+def time_split(frame: pd.DataFrame, valid_days: int = 7, holdout_days: int = 7, as_of=None):
     """Split by time into (train, valid, holdout): the last ``holdout_days`` are the recent
     held-out data the promotion gate uses, the ``valid_days`` before them tune thresholds.
+
+    Only labels that had arrived by the decision time ``as_of`` are used: each part keeps the rows
+    whose ``label_available_at <= as_of`` (see :func:`labels_known_at`). By default the decision is
+    taken when the holdout's labels have matured, ``LABEL_WINDOW_DAYS`` after the data ends (a few
+    slow chargebacks still arrive later and are left out, as they would be in production).
 
     Why not a random split? Fraud patterns change over time and neighbouring payments share
     cards, merchants and attacks, so a random split lets the model peek at the future and
@@ -388,13 +396,16 @@ def time_split(frame: pd.DataFrame, valid_days: int = 7, holdout_days: int = 7):
     end = frame["timestamp"].max().normalize() + pd.Timedelta(days=1)
     holdout_start = end - pd.Timedelta(days=holdout_days)
     valid_start = holdout_start - pd.Timedelta(days=valid_days)
+    if "label_available_at" in frame:
+        frame = labels_known_at(frame, end + pd.Timedelta(days=LABEL_WINDOW_DAYS) if as_of is None else as_of)
     ts = frame["timestamp"]
     parts = (frame[ts < valid_start], frame[(ts >= valid_start) & (ts < holdout_start)], frame[ts >= holdout_start])
     if any(len(p) == 0 for p in parts):
-        days = (end - ts.min().normalize()).days
+        days = (end - ts.min().normalize()).days if len(ts) else 0
         raise LabError(
-            f"The data covers {days} day(s), too few for {valid_days} validation and {holdout_days} holdout "
-            "days plus some training days. Simulate more days or shorten the windows."
+            f"The data covers {days} day(s) with known labels, too few for {valid_days} validation and "
+            f"{holdout_days} holdout days plus some training days. Simulate more days, shorten the windows, "
+            "or decide later (as_of) so that more labels have arrived."
         )
     for part in parts:
         part.attrs = dict(frame.attrs)

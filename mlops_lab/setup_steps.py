@@ -37,18 +37,20 @@ def _course_dataset() -> None:
 
 @step(2)
 def _tracked_runs() -> None:
-    """Lab 02 leaves a logged run for each model kind, trained on the course dataset."""
+    """Lab 02 leaves a logged run for each model kind, trained on the course dataset, with its
+    train/valid/holdout datasets as run inputs."""
     from . import data, training
 
     _course_dataset()
     frame = data.load_snapshot()
-    train, valid, _ = data.time_split(frame)
+    train, valid, holdout = data.time_split(frame)
     runs = training.compare_runs()
     fingerprint = data.fingerprint(train)
     done = set(runs.loc[runs["data_fingerprint"] == fingerprint, "model_kind"])
-    for kind in training.MODEL_KINDS:
-        if kind not in done:
-            training.train_and_log(kind, train, valid, run_name=f"{kind} (lab.setup)")
+    todo = [kind for kind in training.MODEL_KINDS if kind not in done]
+    for i, kind in enumerate(todo, 1):
+        print(f"lab.setup: training and logging {kind} ({i} of {len(todo)}, a few seconds)...", flush=True)
+        training.train_and_log(kind, train, valid, run_name=f"{kind} (lab.setup)", holdout_frame=holdout)
 
 
 @step(3)

@@ -4,9 +4,11 @@ cost-minimising threshold, and tracking runs in MLflow."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +62,8 @@ def build_pipeline(kind: str = "gradient_boosting", **params):
 
 PRECISION_FLOOR = 0.5  # an alert must be right at least half the time, or reviewers drown
 REVIEW_FEE = 5.0  # euros to review one flagged payment
+DECLINE_COST = 10.0  # euros lost when a real customer's payment is held (they use another card, or leave)
+REVIEWS_PER_DAY = 60  # what the review team can handle; flags beyond it are not reviewed in time
 
 
 def _check_fitted(pipeline) -> None:
@@ -93,9 +97,12 @@ def predict_scores(pipeline, frame: pd.DataFrame) -> np.ndarray:
     return pipeline.predict_proba(frame[data.feature_columns()])[:, 1]
 
 
-def cost_curve(y_true, scores, amounts, review_fee: float = REVIEW_FEE) -> pd.DataFrame:
+def cost_curve(y_true, scores, amounts, review_fee: float = REVIEW_FEE,
+               decline_cost: float = DECLINE_COST, days: float | None = None) -> pd.DataFrame:
     """Expected cost at every candidate threshold: a missed fraud costs its amount, a flagged
-    payment costs a review fee. One row per threshold (the distinct scores), vectorised."""
+    payment costs a review fee, and a flagged real customer also costs ``decline_cost`` (the held
+    payment). One row per threshold (the distinct scores), vectorised. With ``days`` (the period the
+    payments cover), ``reviews_per_day`` says how many flags a day the threshold sends to reviewers."""
     y = np.asarray(y_true, dtype=int)
     s = np.asarray(scores, dtype=float)
     a = np.asarray(amounts, dtype=float)
@@ -116,22 +123,38 @@ def cost_curve(y_true, scores, amounts, review_fee: float = REVIEW_FEE) -> pd.Da
         "recall": tp / max(total_fraud, 1),
         "missed_fraud_cost": total_fraud_amount - caught_amount,
         "review_cost": flagged * review_fee,
+        "decline_cost": (flagged - tp) * decline_cost,
     })
-    curve["cost"] = curve["missed_fraud_cost"] + curve["review_cost"]
+    curve["cost"] = curve["missed_fraud_cost"] + curve["review_cost"] + curve["decline_cost"]
     nothing = pd.DataFrame({"threshold": [1.0 + 1e-9], "flagged": [0], "precision": [1.0], "recall": [0.0],
-                            "missed_fraud_cost": [total_fraud_amount], "review_cost": [0.0],
+                            "missed_fraud_cost": [total_fraud_amount], "review_cost": [0.0], "decline_cost": [0.0],
                             "cost": [total_fraud_amount]})
-    return pd.concat([nothing, curve], ignore_index=True)
+    curve = pd.concat([nothing, curve], ignore_index=True)
+    if days is not None:
+        curve["reviews_per_day"] = curve["flagged"] / days
+    return curve
 
 
-def choose_threshold(y_true, scores, amounts, review_fee: float = REVIEW_FEE) -> float:
-    """The threshold that minimises expected cost (flag when score >= threshold)."""
-    curve = cost_curve(y_true, scores, amounts, review_fee)
+def days_covered(frame: pd.DataFrame) -> float:
+    """How many days of payments ``frame`` holds (whole calendar days, at least 1)."""
+    ts = frame["timestamp"]
+    return float(max((ts.max().normalize() - ts.min().normalize()).days + 1, 1))
+
+
+def choose_threshold(y_true, scores, amounts, review_fee: float = REVIEW_FEE, decline_cost: float = DECLINE_COST,
+                     days: float | None = None, reviews_per_day: float | None = REVIEWS_PER_DAY) -> float:
+    """The threshold that minimises expected cost (flag when score >= threshold) among those the
+    review team can handle: at most ``reviews_per_day`` flags a day over ``days`` days (no limit
+    when ``days`` or ``reviews_per_day`` is None)."""
+    curve = cost_curve(y_true, scores, amounts, review_fee, decline_cost, days)
+    if days is not None and reviews_per_day is not None:
+        curve = curve[curve["reviews_per_day"] <= reviews_per_day]  # the "flag nothing" row always fits
     return float(curve.loc[curve["cost"].idxmin(), "threshold"])
 
 
-def metrics(y_true, scores, amounts, threshold: float, review_fee: float = REVIEW_FEE) -> dict[str, float]:
-    """PR-AUC, ROC-AUC, recall at the precision floor, and the cost at ``threshold``."""
+def metrics(y_true, scores, amounts, threshold: float, review_fee: float = REVIEW_FEE,
+            decline_cost: float = DECLINE_COST) -> dict[str, float]:
+    """PR-AUC, ROC-AUC, recall at the precision floor, the share flagged, and the cost at ``threshold``."""
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
     y = np.asarray(y_true, dtype=int)
@@ -142,7 +165,7 @@ def metrics(y_true, scores, amounts, threshold: float, review_fee: float = REVIE
                        "Use a longer period of data.")
     precision, recall, _ = precision_recall_curve(y, s)
     flag = s >= threshold
-    cost = float((a * (y == 1) * ~flag).sum() + flag.sum() * review_fee)
+    cost = float((a * (y == 1) * ~flag).sum() + flag.sum() * review_fee + (flag & (y == 0)).sum() * decline_cost)
     return {
         "pr_auc": float(average_precision_score(y, s)),
         "roc_auc": float(roc_auc_score(y, s)),
@@ -151,6 +174,7 @@ def metrics(y_true, scores, amounts, threshold: float, review_fee: float = REVIE
         "cost_per_1000": 1000 * cost / len(y),
         "precision": float(((y == 1) & flag).sum() / max(flag.sum(), 1)),
         "recall": float(((y == 1) & flag).sum() / max(y.sum(), 1)),
+        "flag_rate": float(flag.mean()),
     }
 
 
@@ -169,6 +193,7 @@ class TrainedModel:
     valid_metrics: dict
     train_record: dict
     seconds: float
+    train_frame: pd.DataFrame | None = field(default=None, repr=False)  # logged as the run's training dataset
 
 
 def train(kind: str, train_frame: pd.DataFrame, valid_frame: pd.DataFrame, review_fee: float = REVIEW_FEE,
@@ -180,10 +205,11 @@ def train(kind: str, train_frame: pd.DataFrame, valid_frame: pd.DataFrame, revie
     pipeline = build_pipeline(kind, **params).fit(train_frame[data.feature_columns()], train_frame["is_fraud"])
     seconds = time.perf_counter() - start
     scores = predict_scores(pipeline, valid_frame)
-    threshold = choose_threshold(valid_frame["is_fraud"], scores, valid_frame["amount"], review_fee)
+    threshold = choose_threshold(valid_frame["is_fraud"], scores, valid_frame["amount"], review_fee,
+                                 days=days_covered(valid_frame))
     valid_metrics = metrics(valid_frame["is_fraud"], scores, valid_frame["amount"], threshold, review_fee)
     return TrainedModel(pipeline, kind, params, threshold, valid_metrics,
-                        data.dataset_record(train_frame, "train"), seconds)
+                        data.dataset_record(train_frame, "train"), seconds, train_frame)
 
 
 # --------------------------------------------------------------------------- tracking
@@ -274,30 +300,78 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _figures(y, scores, amounts, threshold, review_fee):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_curves(y, scores, amounts, threshold, review_fee: float = REVIEW_FEE):
+    """The precision-recall curve and the cost curve, with ``threshold`` marked: two matplotlib
+    Figures (built without pyplot, so logging never touches a notebook's plotting backend)."""
+    from matplotlib.figure import Figure
     from sklearn.metrics import PrecisionRecallDisplay
 
-    pr, ax = plt.subplots(figsize=(5, 4))
+    pr = Figure(figsize=(5, 4))
+    ax = pr.subplots()
     PrecisionRecallDisplay.from_predictions(y, scores, ax=ax, name="validation")
+    m = metrics(y, scores, amounts, threshold, review_fee)
+    ax.plot([m["recall"]], [m["precision"]], "o", color="black", label=f"threshold {threshold:.4g}")
+    ax.legend(loc="upper right")
     ax.set_title("Precision-recall (validation)")
-    cost, ax2 = plt.subplots(figsize=(5, 4))
+    cost = Figure(figsize=(5, 4))
+    ax2 = cost.subplots()
     curve = cost_curve(y, scores, amounts, review_fee)
     ax2.plot(curve["threshold"].clip(upper=1), curve["cost"])
-    ax2.axvline(threshold, linestyle="--", color="grey")
+    ax2.axvline(threshold, linestyle="--", color="grey", label=f"threshold {threshold:.4g}")
+    ax2.legend(loc="upper right")
     ax2.set(xscale="log", xlabel="threshold", ylabel="expected cost (EUR)", title="Cost vs threshold (validation)")
     for fig in (pr, cost):
         fig.tight_layout()
-    plt.close(pr)
-    plt.close(cost)
     return {"pr_curve.png": pr, "cost_curve.png": cost}
 
 
-def log_training_run(trained: TrainedModel, valid_frame: pd.DataFrame, run_name: str | None = None) -> str:
-    """Log a trained model to MLflow: params, metrics, data fingerprint and provenance, threshold,
+def dataset(frame: pd.DataFrame, name: str):
+    """``frame`` as an MLflow dataset whose digest is the course fingerprint (``data.fingerprint``),
+    so the tracking UI, ``run.inputs`` and the course's own records name a data version the same way.
+    Its schema comes from the data contract (MLflow would otherwise scan every value: seconds per frame)."""
+    from mlflow.data.pandas_dataset import PandasDataset
+
+    class ContractDataset(PandasDataset):
+        @property
+        def schema(self):
+            return _contract_schema(tuple(self._df.columns))
+
+    source = data.snapshot_path().as_uri() if data.snapshot_path().exists() else None
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    with _quiet_mlflow(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "can be interpreted in multiple ways": both are local files
+        resolved = resolve_dataset_source(source) if source else CodeDatasetSource({})
+        return ContractDataset(frame, source=resolved, name=name,
+                               targets="is_fraud" if "is_fraud" in frame else None, digest=data.fingerprint(frame))
+
+
+@functools.cache
+def _contract_schema(columns: tuple[str, ...]):
+    """The MLflow schema of these columns, inferred once from a sample and made nullable as the
+    contract says."""
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.utils import _infer_schema
+
+    sample = data.simulate_transactions(200, seed=0)
+    known = {c.name: c for c in data.CONTRACT}
+    specs = []
+    with _quiet_mlflow():
+        inferred = _infer_schema(sample[[c for c in columns if c in sample]])
+    for spec in inferred.inputs:
+        specs.append(ColSpec(spec.type, spec.name, required=not known[spec.name].nullable))
+    return Schema(specs)
+
+
+DATASET_CONTEXTS = {"train": "training", "valid": "validation", "holdout": "holdout"}
+
+
+def log_training_run(trained: TrainedModel, valid_frame: pd.DataFrame, run_name: str | None = None,
+                     holdout_frame: pd.DataFrame | None = None) -> str:
+    """Log a trained model to MLflow: params, metrics, the train/valid/holdout frames as MLflow
+    datasets (run inputs with contexts ``training``/``validation``/``holdout``; validation metrics
+    linked to the validation dataset), the data fingerprint and provenance as tags too, threshold,
     git commit, two plots, and the model itself (MLflow 3 ``log_model(name=...)``). Returns the run id."""
     import json
 
@@ -311,10 +385,14 @@ def log_training_run(trained: TrainedModel, valid_frame: pd.DataFrame, run_name:
     with _quiet_mlflow():
         signature = infer_signature(example, trained.pipeline.predict_proba(example))
     record = trained.train_record
+    frames = {"train": trained.train_frame, "valid": valid_frame, "holdout": holdout_frame}
+    datasets = {part: dataset(frame, part) for part, frame in frames.items() if frame is not None}
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or trained.kind) as run:
+        for part, ds in datasets.items():
+            mlflow.log_input(ds, context=DATASET_CONTEXTS[part])
         mlflow.log_params({"model_kind": trained.kind, **{f"model.{k}": v for k, v in trained.params.items()},
-                           "threshold": repr(float(trained.threshold)), "review_fee": REVIEW_FEE})
-        mlflow.log_metrics({f"valid_{k}": v for k, v in trained.valid_metrics.items()})
+                           "threshold": repr(float(trained.threshold)), "review_fee": REVIEW_FEE,
+                           "decline_cost": DECLINE_COST, "reviews_per_day": REVIEWS_PER_DAY})
         mlflow.log_metric("train_seconds", trained.seconds)
         mlflow.set_tags({
             "data.fingerprint": record["fingerprint"],
@@ -327,8 +405,8 @@ def log_training_run(trained: TrainedModel, valid_frame: pd.DataFrame, run_name:
         })
         mlflow.log_dict(record, "data/train_record.json")
         mlflow.log_dict(data.dataset_record(valid_frame, "valid"), "data/valid_record.json")
-        for name, fig in _figures(valid_frame["is_fraud"], scores, valid_frame["amount"], trained.threshold,
-                                  REVIEW_FEE).items():
+        for name, fig in plot_curves(valid_frame["is_fraud"], scores, valid_frame["amount"], trained.threshold,
+                                     REVIEW_FEE).items():
             mlflow.log_figure(fig, f"plots/{name}")
         with _quiet_mlflow():
             info = mlflow.sklearn.log_model(
@@ -346,8 +424,25 @@ def log_training_run(trained: TrainedModel, valid_frame: pd.DataFrame, run_name:
                           "contract_hash": data.contract_hash(), "data_fingerprint": record["fingerprint"],
                           "feature_columns": json.dumps(data.feature_columns())},
             )
+        # after log_model: MLflow 3 links each metric to the logged model and to the dataset it was computed on
+        mlflow.log_metrics({f"valid_{k}": v for k, v in trained.valid_metrics.items()}, dataset=datasets["valid"],
+                           model_id=info.model_id)
         mlflow.set_tag("model_uri", info.model_uri)
         return run.info.run_id
+
+
+def data_versions(run_id: str) -> dict[str, str]:
+    """{context: digest} of the datasets a run logged as inputs, e.g. {'training': 'f354...', ...}."""
+    return _data_versions(mlflow_client().MlflowClient().get_run(run_id))
+
+
+def _data_versions(run) -> dict[str, str]:
+    versions = {}
+    for item in run.inputs.dataset_inputs if run.inputs else ():
+        context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), None)
+        if context:
+            versions[context] = item.dataset.digest
+    return versions
 
 
 def serving_requirements() -> list[str]:
@@ -376,31 +471,40 @@ def _quiet_mlflow():
 
 
 def train_and_log(kind: str, train_frame: pd.DataFrame, valid_frame: pd.DataFrame, run_name: str | None = None,
-                  **params) -> str:
+                  holdout_frame: pd.DataFrame | None = None, **params) -> str:
     """Train (see :func:`train`) and log the run (see :func:`log_training_run`); return the run id."""
     trained = train(kind, train_frame, valid_frame, **params)
-    return log_training_run(trained, valid_frame, run_name)
+    return log_training_run(trained, valid_frame, run_name, holdout_frame)
 
 
 def compare_runs(metric: str = "valid_pr_auc", max_runs: int = 50) -> pd.DataFrame:
-    """The experiment's finished runs that logged a model, as a tidy table, best first by ``metric``."""
+    """The experiment's finished runs that logged a model, as a tidy table, best first by ``metric``.
+
+    The data versions come from each run's dataset inputs (``data_fingerprint`` is the training
+    dataset's digest, ``valid_data`` and ``holdout_data`` the others'); a run logged before datasets
+    were inputs falls back to its ``data.fingerprint`` tag."""
     mlflow = mlflow_client()
     experiment_id = _experiment_id(mlflow)
-    runs = mlflow.search_runs([experiment_id], filter_string="attributes.status = 'FINISHED'",
-                              max_results=max_runs, order_by=[f"metrics.{metric} DESC"])
-    if not runs.empty:
-        runs = runs[runs["tags.model_uri"].notna()] if "tags.model_uri" in runs else runs.iloc[:0]
-    if runs.empty:
-        return pd.DataFrame(columns=["run_id", "run_name", "model_kind", "data_fingerprint", metric]).set_index("run_id")
-    keep = {"run_id": "run_id", "tags.mlflow.runName": "run_name", "params.model_kind": "model_kind",
-            "params.threshold": "threshold", "tags.data.fingerprint": "data_fingerprint",
-            "start_time": "started"}
-    table = runs[[c for c in keep if c in runs]].rename(columns=keep)
-    for col in sorted(c for c in runs if c.startswith("metrics.valid_")):
-        table[col.removeprefix("metrics.")] = runs[col]
-    for col in sorted(c for c in runs if c.startswith("params.model.")):
-        table[col.removeprefix("params.")] = runs[col]
-    return table.set_index("run_id")
+    runs = mlflow.MlflowClient().search_runs([experiment_id], filter_string="attributes.status = 'FINISHED'",
+                                             max_results=max_runs, order_by=[f"metrics.{metric} DESC"])
+    rows = []
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        if "model_uri" not in tags:
+            continue
+        versions = _data_versions(run)
+        row = {"run_id": run.info.run_id, "run_name": tags.get("mlflow.runName"), "model_kind": params.get("model_kind"),
+               "threshold": params.get("threshold"),
+               "data_fingerprint": versions.get("training", tags.get("data.fingerprint")),
+               "valid_data": versions.get("validation"), "holdout_data": versions.get("holdout"),
+               "started": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC")}
+        row.update({k: v for k, v in sorted(run.data.metrics.items()) if k.startswith("valid_")})
+        row.update({k: v for k, v in sorted(params.items()) if k.startswith("model.")})
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=["run_id", "run_name", "model_kind", "data_fingerprint", "valid_data",
+                                     "holdout_data", metric]).set_index("run_id")
+    return pd.DataFrame(rows).set_index("run_id")
 
 
 def mlflow_ui_command() -> str:

@@ -218,7 +218,21 @@ def test_time_split_keeps_the_future_out_of_training():
     train, valid, holdout = data.time_split(data.simulate_transactions(days=30), valid_days=5, holdout_days=7)
     assert train["timestamp"].max() < valid["timestamp"].min() <= valid["timestamp"].max() < holdout["timestamp"].min()
     assert holdout["timestamp"].dt.normalize().nunique() == 7 and valid["timestamp"].dt.normalize().nunique() == 5
-    assert len(train) + len(valid) + len(holdout) == 30 * data.DEFAULT_PER_DAY
+    frame = data.simulate_transactions(days=30)
+    late = frame["label_available_at"] > frame["timestamp"].max().normalize() + pd.Timedelta(days=31)
+    assert len(train) + len(valid) + len(holdout) == 30 * data.DEFAULT_PER_DAY - late.sum()
+
+
+def test_time_split_uses_only_labels_known_at_the_decision_time():
+    frame = data.simulate_transactions(days=30, start="2026-01-05", seed=3)
+    as_of = pd.Timestamp("2026-02-04 12:00")  # the day the data ends: last week's labels mostly missing
+    parts = data.time_split(frame, valid_days=5, holdout_days=7, as_of=as_of)
+    for part in parts:
+        assert (part["label_available_at"] <= as_of).all()
+    assert sum(map(len, parts)) == len(data.labels_known_at(frame, as_of)) < len(frame)
+    # by default the decision waits for the holdout's labels to mature: only the slowest chargebacks miss it
+    default = data.time_split(frame, valid_days=5, holdout_days=7)
+    assert len(frame) - sum(map(len, default)) < 10
 
 
 def test_time_split_on_too_little_data():

@@ -13,9 +13,9 @@ CASES = [(id, case) for id, ex in EXERCISES.items() for case in ex.cases]
 
 @pytest.fixture
 def workspace_for(request, monkeypatch, tmp_path):
-    """Labs 00-01 get an empty workspace; later labs the prepared one (the session's course_home)."""
+    """Labs 00-02 get an empty workspace (their checks use throwaway stores); later labs the prepared one (the session's course_home)."""
     def prepare(id):
-        if int(id.split(".")[0]) >= 2:
+        if int(id.split(".")[0]) >= 3:
             home = request.getfixturevalue("course_home")
         else:
             home = tmp_path / "workspace"

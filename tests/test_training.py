@@ -34,11 +34,15 @@ def test_threshold_minimises_cost(split, boosted):
 
     def cost(t):
         flagged = scores >= t
-        return (a * (y == 1) * ~flagged).sum() + flagged.sum() * training.REVIEW_FEE
+        return ((a * (y == 1) * ~flagged).sum() + flagged.sum() * training.REVIEW_FEE
+                + (flagged & (y == 0)).sum() * training.DECLINE_COST)
 
     best = boosted.threshold
-    assert cost(best) == pytest.approx(curve["cost"].min())
-    for t in (0.5, 0.1, 0.01, best * 2, best / 2, 0.0):
+    per_day = (scores >= best).sum() / training.days_covered(valid)
+    assert per_day <= training.REVIEWS_PER_DAY
+    affordable = curve[curve["flagged"] / training.days_covered(valid) <= training.REVIEWS_PER_DAY]
+    assert cost(best) == pytest.approx(affordable["cost"].min())
+    for t in (0.5, 0.1, best * 2):
         assert cost(best) <= cost(t) + 1e-6
     assert boosted.valid_metrics["cost"] == pytest.approx(cost(best))
 
@@ -46,7 +50,7 @@ def test_threshold_minimises_cost(split, boosted):
 def test_metrics_on_a_tiny_known_case():
     m = training.metrics([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], [10, 10, 100, 200], threshold=0.5, review_fee=5)
     assert m["precision"] == 0.5 and m["recall"] == 0.5
-    assert m["cost"] == 100 + 2 * 5  # missed the 100 fraud; reviewed two payments
+    assert m["cost"] == 100 + 2 * 5 + 1 * training.DECLINE_COST  # missed the 100 fraud; reviewed two; held one customer
     assert m["roc_auc"] == 0.75
 
 
@@ -77,7 +81,7 @@ def test_unknown_model_kind(split):
 @pytest.fixture(scope="module")
 def tracked(split, boosted, tmp_path_factory):
     with using_home(tmp_path_factory.mktemp("tracked")):
-        yield training.log_training_run(boosted, split[1], run_name="boosted")
+        yield training.log_training_run(boosted, split[1], run_name="boosted", holdout_frame=split[2])
 
 
 def test_run_carries_its_fingerprint_threshold_and_model(tracked, split, boosted):
@@ -91,6 +95,33 @@ def test_run_carries_its_fingerprint_threshold_and_model(tracked, split, boosted
     assert artifacts == {"plots/pr_curve.png", "plots/cost_curve.png"}
     table = training.compare_runs()
     assert table.loc[tracked, "data_fingerprint"] == data.fingerprint(split[0])
+    assert table.loc[tracked, "holdout_data"] == data.fingerprint(split[2])
+
+
+def test_run_logs_its_three_datasets_and_links_metrics_to_validation(tracked, split):
+    mlflow = training.mlflow_client()
+    run = mlflow.get_run(tracked)
+    inputs = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset
+              for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation", "holdout"}
+    for context, part in zip(("training", "validation", "holdout"), split, strict=True):
+        assert inputs[context].digest == data.fingerprint(part)  # the course fingerprint is the dataset digest
+        assert f'"num_rows": {len(part)}' in inputs[context].profile
+    assert training.data_versions(tracked) == {c: inputs[c].digest for c in inputs}
+    model = mlflow.get_logged_model(run.outputs.model_outputs[0].model_id)
+    linked = {m.key: (m.dataset_name, m.dataset_digest) for m in model.metrics}
+    assert linked["valid_pr_auc"] == ("valid", data.fingerprint(split[1]))
+
+
+def test_every_run_the_course_logs_has_its_three_datasets(use_course_home):
+    mlflow = training.mlflow_client()
+    runs = training.compare_runs()
+    assert len(runs) >= 2
+    for run_id in runs.index:
+        versions = training.data_versions(run_id)
+        assert set(versions) == {"training", "validation", "holdout"}, run_id
+        assert all(len(d) == 16 for d in versions.values())
+        assert mlflow.get_run(run_id).data.tags["data.fingerprint"] == versions["training"]
 
 
 def test_logged_model_reloads_and_predicts_the_same(tracked, split, boosted):
@@ -140,3 +171,27 @@ def test_threshold_explorer_logic_and_widget(split, boosted):
     expected = training.metrics(valid.head(3000)["is_fraud"], training.predict_scores(boosted.pipeline, valid.head(3000)),
                                 valid.head(3000)["amount"], 0.5)
     assert before != after and widgets.describe_threshold(expected, 0.5, fee.value) in after
+
+
+def test_threshold_explorer_shows_the_figures_of_the_threshold_it_names(split, boosted):
+    from mlops_lab import widgets
+
+    valid = split[1].head(3000)
+    box = widgets.threshold_explorer(boosted.pipeline, valid)
+    slider, fee, button = box.children[0].children
+    slider.value = 0.5
+    button.click()  # jump to the cheapest threshold: the slider snaps to its step, the text must not
+    scores = training.predict_scores(boosted.pipeline, valid)
+    best = training.choose_threshold(valid["is_fraud"], scores, valid["amount"], days=training.days_covered(valid))
+    expected = training.metrics(valid["is_fraud"], scores, valid["amount"], best)
+    assert widgets.describe_threshold(expected, best, fee.value) in box.children[1].value
+
+
+def test_threshold_respects_reviewer_capacity(split, boosted):
+    _, valid, _ = split
+    scores = training.predict_scores(boosted.pipeline, valid)
+    days = training.days_covered(valid)
+    free = training.choose_threshold(valid["is_fraud"], scores, valid["amount"], days=days, reviews_per_day=None)
+    tight = training.choose_threshold(valid["is_fraud"], scores, valid["amount"], days=days, reviews_per_day=20)
+    assert tight >= free
+    assert (scores >= tight).sum() / days <= 20

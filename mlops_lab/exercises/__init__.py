@@ -8,8 +8,12 @@ in a learner's notebook; with ``MLOPS_LAB_STRICT=1`` an incorrect answer raises.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import html
 import importlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,9 +82,65 @@ def exercise(id: str, title: str, *, solution: str, hints: tuple[str, ...], refe
 
 
 def require_attempt(value: Any) -> None:
-    """The stub value of every exercise is ``...`` (or None): treat it as not attempted."""
-    if value is ... or value is None:
+    """The stub value of every exercise is ``...`` (or None), or a function whose body is only
+    ``...``/``pass``: treat it as not attempted."""
+    if value is ... or value is None or is_blank_function(value):
         raise NotAttempted
+
+
+def _blank(*args, **kwargs):
+    ...
+
+
+def is_blank_function(value: Any) -> bool:
+    """A function whose body is only ``...``, ``pass`` or a docstring (the lab's stub)."""
+    code = getattr(value, "__code__", None)
+    return code is not None and code.co_code == _blank.__code__.co_code
+
+
+def call(func: Callable[..., Any], *args, **kwargs) -> Any:
+    """Call the learner's function; a ``None`` result means a forgotten ``return``."""
+    result = func(*args, **kwargs)
+    if result is None:
+        if is_blank_function(func):
+            raise NotAttempted
+        name = getattr(func, "__name__", "your function")
+        raise AssertionError(f"`{name}` returned None: did you forget `return`? "
+                             "A function hands its answer back with `return ...` on its last line")
+    return result
+
+
+@contextlib.contextmanager
+def scratch_store():
+    """A throwaway MLflow store for checks: they log and register there, never in the learner's
+    store; the learner's tracking URI and active experiment are restored afterwards."""
+    import tempfile
+
+    import mlflow
+    from mlflow.tracking import fluent
+
+    from .. import training
+
+    saved_env = {k: os.environ.get(k) for k in ("MLOPS_LAB_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    saved = (mlflow.get_tracking_uri(), mlflow.get_registry_uri(), fluent._active_experiment_id)
+    active = mlflow.active_run()
+    with tempfile.TemporaryDirectory(prefix="mlops-lab-check-") as tmp:
+        os.environ["MLOPS_LAB_TRACKING_URI"] = f"sqlite:///{tmp}/check.db"
+        try:
+            mlflow = training.mlflow_client()
+            mlflow.set_experiment(experiment_id=training._experiment_id(mlflow))
+            yield mlflow
+        finally:
+            while mlflow.active_run() is not None and mlflow.active_run() is not active:
+                mlflow.end_run()
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            mlflow.set_tracking_uri(saved[0])
+            mlflow.set_registry_uri(saved[1])
+            fluent._active_experiment_id = saved[2]
 
 
 def all_exercises() -> dict[str, Exercise]:
@@ -103,6 +163,8 @@ def evaluate(id: str, value: Any) -> tuple[str, str]:
     """Return (status, message) with status one of 'correct', 'incorrect', 'not attempted'."""
     ex = get(id)
     try:
+        if is_blank_function(value):
+            raise NotAttempted
         ex.checker(value)
     except NotAttempted:
         return "not attempted", "fill in the exercise cell, run it, then run this check again"
@@ -113,22 +175,75 @@ def evaluate(id: str, value: Any) -> tuple[str, str]:
     return "correct", ""
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """The outcome of a check: coloured HTML in Jupyter, one readable line in logs and terminals."""
+
+    id: str
+    title: str
+    status: str
+    message: str = ""
+    carry_on: bool = False
+
+    _STYLE = {"correct": ("#1a7f37", "#e6f4ea", "Correct"), "incorrect": ("#b42318", "#fdecea", "Incorrect"),
+              "not attempted": ("#6b5900", "#fff8e1", "Not attempted")}
+
+    def text(self) -> str:
+        lines = [f"[{self.status}] {self.id} {self.title}" + (f": {self.message}" if self.message else "")]
+        if self.status == "incorrect":
+            lines.append(f"  Stuck? lab.hint({self.id!r}) gives a hint.")
+        if self.carry_on:
+            lines.append(f"  Carrying on with the reference answer for {self.id}.")
+        return "\n".join(lines)
+
+    __str__ = text
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _repr_html_(self) -> str:
+        colour, background, label = self._STYLE[self.status]
+        body = f"<b>{label}</b> &middot; {html.escape(self.id)} {html.escape(self.title)}"
+        if self.message:
+            body += f"<div style='margin-top:4px;white-space:pre-wrap'>{html.escape(self.message)}</div>"
+        extra = []
+        if self.status == "incorrect":
+            extra.append(f"Stuck? <code>lab.hint({self.id!r})</code> gives a hint.")
+        if self.carry_on:
+            extra.append(f"Carrying on with the reference answer for {html.escape(self.id)}.")
+        if extra:
+            body += f"<div style='margin-top:4px;font-size:90%;opacity:.8'>{' '.join(extra)}</div>"
+        return (f"<div style='border-left:6px solid {colour};background:{background};color:#1f2328;"
+                f"padding:6px 10px;margin:4px 0;border-radius:3px'>{body}</div>")
+
+
+def show(item: Any) -> None:
+    """Rich display in a Jupyter kernel (HTML with a text/plain fallback), a plain print elsewhere."""
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        from IPython.display import display
+
+        display(item)
+    else:
+        print(item)
+
+
 def check(id: str, value: Any) -> Any:
-    """Check ``value`` against exercise ``id``; print the outcome; return what to carry on with."""
+    """Check ``value`` against exercise ``id``; show the outcome; return what to carry on with."""
     ex = get(id)
     status, message = evaluate(id, value)
     _record(id, status)
-    if status == "correct":
-        print(f"[correct] {id} {ex.title}")
-        return value
-    if status == "incorrect":
-        if config.strict():
-            raise Incorrect(f"{id} {ex.title}: {message}")
-        print(f"[incorrect] {id} {ex.title}: {message}\n  Stuck? lab.hint({id!r}) gives a hint.")
-    else:
-        print(f"[not attempted] {id} {ex.title}: {message}.")
-    print(f"  Carrying on with the reference answer for {id}.")
-    return ex.reference()
+    if status == "incorrect" and config.strict():
+        raise Incorrect(f"{id} {ex.title}: {message}")
+    if status == "not attempted":
+        message = message + "."
+    show(Feedback(id, ex.title, status, message, carry_on=status != "correct"))
+    return value if status == "correct" else ex.reference()
 
 
 def hint(id: str, n: int = 1) -> None:
@@ -146,15 +261,37 @@ def solution(id: str) -> None:
 
 
 def progress():
-    """A table of every exercise and its latest outcome in this workspace."""
-    import pandas as pd
-
+    """A table of every exercise and its latest outcome in this workspace (coloured in Jupyter)."""
     done = _load_progress()
     rows = [
         {"exercise": ex.id, "title": ex.title, "status": done.get(ex.id, "not attempted")}
         for ex in all_exercises().values()
     ]
-    return pd.DataFrame(rows).set_index("exercise")
+    return _progress_table()(rows).set_index("exercise")
+
+
+@functools.cache
+def _progress_table():
+    import pandas as pd
+
+    class ProgressTable(pd.DataFrame):
+        """A DataFrame (so ``.loc`` works) that renders its status column in colour."""
+
+        @property
+        def _constructor(self):
+            return ProgressTable
+
+        def _repr_html_(self):
+            if "status" not in self:
+                return super()._repr_html_()
+            colours = {name: style[1] for name, style in Feedback._STYLE.items()}
+            styler = pd.DataFrame(self).style.map(lambda v: f"background-color:{colours.get(v, '')}",
+                                                  subset=["status"])
+            counts = self["status"].value_counts()
+            caption = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("correct", "incorrect", "not attempted"))
+            return styler.set_uuid("progress").set_caption(caption).to_html()
+
+    return ProgressTable
 
 
 def _progress_file():
