@@ -93,7 +93,7 @@ def _blank(*args, **kwargs):
 
 
 def is_blank_function(value: Any) -> bool:
-    """A function whose body is only ``...``, ``pass`` or a docstring (the lab's stub)."""
+    """A function whose body is only ``...`` or ``pass`` (the lab's stub)."""
     code = getattr(value, "__code__", None)
     return code is not None and code.co_code == _blank.__code__.co_code
 
