@@ -63,7 +63,7 @@ def build_pipeline(kind: str = "gradient_boosting", **params):
 PRECISION_FLOOR = 0.5  # an alert must be right at least half the time, or reviewers drown
 REVIEW_FEE = 5.0  # euros to review one flagged payment
 DECLINE_COST = 10.0  # euros lost when a real customer's payment is held (they use another card, or leave)
-REVIEWS_PER_DAY = 60  # what the review team can handle; flags beyond it are not reviewed in time
+REVIEWS_PER_DAY = 30  # what the review team can handle; flags beyond it are not reviewed in time
 
 
 def _check_fitted(pipeline) -> None:

@@ -141,6 +141,8 @@ def within_budget(latencies_ms, budget_ms=100):
     ),
 )
 def _check_within_budget(func) -> None:
+    import numpy as np
+
     require_attempt(func)
     assert callable(func), f"expected a function within_budget(latencies_ms, budget_ms=100), got {func!r}"
     # Tails of 0.5% and 2% (not exactly 1%), so every percentile method gives the same verdict.
@@ -154,7 +156,9 @@ def _check_within_budget(func) -> None:
     ]
     for latencies, expected, why in cases:
         got = call(func, latencies)
-        assert bool(got) == expected, f"within_budget returned {got!r} when {why}; expected {expected}"
+        assert isinstance(got, bool | np.bool_) and bool(got) == expected, (
+            f"within_budget returned {got!r} when {why}; expected {expected}"
+        )
     assert not call(func, [5.0] * 100, budget_ms=1), (
         "within_budget ignores its budget_ms argument: 5 ms requests are over a 1 ms budget"
     )
@@ -168,3 +172,45 @@ def _check_within_budget(func) -> None:
 
 def _blank_within_budget(latencies_ms, budget_ms=100):
     ...
+
+
+def _colleagues_within_budget(latencies_ms, budget_ms=100):
+    import numpy as np
+
+    latencies = np.asarray(latencies_ms, dtype=float)
+    latencies.size > 0 and np.percentile(latencies, 99) < budget_ms  # noqa: B015 (the bug to find)
+
+
+def _returns_the_percentile(latencies_ms, budget_ms=100):
+    import numpy as np
+
+    latencies = np.asarray(latencies_ms, dtype=float)
+    return latencies.size > 0 and np.percentile(latencies, 99)
+
+
+def _returns_a_string(latencies_ms, budget_ms=100):
+    return "yes" if _reference_within_budget(latencies_ms, budget_ms) else "no"
+
+
+@exercise(
+    "0.4",
+    "Debug: a check that fails without an error",
+    solution='''
+def fixed_within_budget(latencies_ms, budget_ms=100):
+    latencies = np.asarray(latencies_ms, dtype=float)
+    return latencies.size > 0 and np.percentile(latencies, 99) < budget_ms
+''',
+    hints=(
+        "Read the check's message on your colleague's function: what did the function hand back?",
+        "A Python function without `return` gives back None. Add `return` before the comparison.",
+    ),
+    reference=lambda: _reference_within_budget,
+    cases=(
+        wrong("the colleague's function, unchanged", lambda: _colleagues_within_budget, "did you forget `return`?"),
+        wrong("returns the percentile, not a verdict", lambda: _returns_the_percentile, "within_budget returned"),
+        wrong("returns a word", lambda: _returns_a_string, "within_budget returned"),
+        right("the 0.3 answer written by hand", lambda: _sorted_by_hand),
+    ),
+)
+def _check_debugged(func) -> None:
+    _check_within_budget(func)
