@@ -110,12 +110,22 @@ def call(func: Callable[..., Any], *args, **kwargs) -> Any:
     return result
 
 
+@functools.cache
+def _scratch_folder() -> str:
+    """One throwaway folder per process (creating an MLflow database costs seconds of migrations)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="mlops-lab-check-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 @contextlib.contextmanager
 def scratch_store():
     """A throwaway MLflow store for checks: they log and register there, never in the learner's
     store; the learner's tracking URI and active experiment are restored afterwards."""
-    import tempfile
-
     import mlflow
     from mlflow.tracking import fluent
 
@@ -124,23 +134,22 @@ def scratch_store():
     saved_env = {k: os.environ.get(k) for k in ("MLOPS_LAB_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
     saved = (mlflow.get_tracking_uri(), mlflow.get_registry_uri(), fluent._active_experiment_id)
     active = mlflow.active_run()
-    with tempfile.TemporaryDirectory(prefix="mlops-lab-check-") as tmp:
-        os.environ["MLOPS_LAB_TRACKING_URI"] = f"sqlite:///{tmp}/check.db"
-        try:
-            mlflow = training.mlflow_client()
-            mlflow.set_experiment(experiment_id=training._experiment_id(mlflow))
-            yield mlflow
-        finally:
-            while mlflow.active_run() is not None and mlflow.active_run() is not active:
-                mlflow.end_run()
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            mlflow.set_tracking_uri(saved[0])
-            mlflow.set_registry_uri(saved[1])
-            fluent._active_experiment_id = saved[2]
+    os.environ["MLOPS_LAB_TRACKING_URI"] = f"sqlite:///{_scratch_folder()}/check.db"
+    try:
+        mlflow = training.mlflow_client()
+        mlflow.set_experiment(experiment_id=training._experiment_id(mlflow))
+        yield mlflow
+    finally:
+        while mlflow.active_run() is not None and mlflow.active_run() is not active:
+            mlflow.end_run()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+        fluent._active_experiment_id = saved[2]
 
 
 def all_exercises() -> dict[str, Exercise]:

@@ -183,6 +183,10 @@ def _small_pipeline():
     return training.build_pipeline("logistic_regression").fit(train[data.feature_columns()], train["is_fraud"])
 
 
+def _REQS():  # noqa: N802 (stated requirements: inferring them re-loads the model in a subprocess, seconds)
+    return training.serving_requirements()
+
+
 def _reference_log_model(pipeline, example):
     import mlflow
     from mlflow.models import infer_signature
@@ -191,7 +195,8 @@ def _reference_log_model(pipeline, example):
     with mlflow.start_run(run_name="my model"):
         info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature, input_example=example,
                                         pyfunc_predict_fn="predict_proba",
-                                        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE)
+                                        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
+                                        pip_requirements=training.serving_requirements())
     return info.model_uri
 
 
@@ -199,7 +204,7 @@ def _logs_labels(pipeline, example):
     import mlflow
 
     with mlflow.start_run():
-        return mlflow.sklearn.log_model(pipeline, name="model", input_example=example, serialization_format="pickle").model_uri
+        return mlflow.sklearn.log_model(pipeline, name="model", input_example=example, serialization_format="pickle", pip_requirements=_REQS()).model_uri
 
 
 def _no_example(pipeline, example):
@@ -208,7 +213,7 @@ def _no_example(pipeline, example):
 
     with mlflow.start_run():
         return mlflow.sklearn.log_model(pipeline, name="model", pyfunc_predict_fn="predict_proba",
-                                        serialization_format="pickle", signature=infer_signature(example, pipeline.predict_proba(example))).model_uri
+                                        serialization_format="pickle", pip_requirements=_REQS(), signature=infer_signature(example, pipeline.predict_proba(example))).model_uri
 
 
 def _returns_run_id(pipeline, example):
@@ -216,7 +221,7 @@ def _returns_run_id(pipeline, example):
 
     with mlflow.start_run() as run:
         mlflow.sklearn.log_model(pipeline, name="model", input_example=example, pyfunc_predict_fn="predict_proba",
-                                 serialization_format="pickle")
+                                 serialization_format="pickle", pip_requirements=_REQS())
     return run.info.run_id
 
 
@@ -225,7 +230,7 @@ def _no_signature(pipeline, example):
 
     with mlflow.start_run():
         return mlflow.sklearn.log_model(pipeline, name="model", pyfunc_predict_fn="predict_proba",
-                                        serialization_format="pickle").model_uri
+                                        serialization_format="pickle", pip_requirements=_REQS()).model_uri
 
 
 def _signature_from_input_example(pipeline, example):
@@ -233,14 +238,14 @@ def _signature_from_input_example(pipeline, example):
 
     with mlflow.start_run():
         return mlflow.sklearn.log_model(pipeline, name="model", input_example=example,
-                                        pyfunc_predict_fn="predict_proba", serialization_format="pickle").model_uri
+                                        pyfunc_predict_fn="predict_proba", serialization_format="pickle", pip_requirements=_REQS()).model_uri
 
 
 def _default_serialization(pipeline, example):
     import mlflow
 
     with mlflow.start_run():
-        return mlflow.sklearn.log_model(pipeline, name="model", input_example=example,
+        return mlflow.sklearn.log_model(pipeline, name="model", input_example=example, pip_requirements=_REQS(),
                                         pyfunc_predict_fn="predict_proba").model_uri
 
 
@@ -255,7 +260,8 @@ def log_model(pipeline, example):
     with mlflow.start_run(run_name="my model"):
         info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature, input_example=example,
                                         pyfunc_predict_fn="predict_proba",
-                                        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE)
+                                        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
+                                        pip_requirements=lab.training.serving_requirements())
     return info.model_uri
 ''',
     hints=(
@@ -264,6 +270,8 @@ def log_model(pipeline, example):
         "`signature=infer_signature(example, pipeline.predict_proba(example))` and `input_example=example` tell "
         "anyone who loads the model what goes in and what comes out.",
         "A fraud model must answer with a score, not a 0/1 label: `pyfunc_predict_fn='predict_proba'`.",
+        "Stating `pip_requirements=lab.training.serving_requirements()` saves MLflow from inferring them, which "
+        "re-loads the model in a separate process (seconds).",
         "MLflow 3 saves scikit-learn models with skops, which refuses types it does not know; our registry is our "
         "own, so choose pickle explicitly: `serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE`.",
     ),
@@ -491,7 +499,9 @@ def _stage_registry(mlflow):
     client = mlflow.MlflowClient()
     train, valid = _sample()
     newer = data.simulate_transactions(days=7, start="2026-04-06", seed=22)
-    name = "cardguard-check"
+    import uuid
+
+    name = f"cardguard-check-{uuid.uuid4().hex[:8]}"  # the scratch store is shared by the checks of one kernel
     client.create_registered_model(name)
     digests = []
     for training_frame in (train, newer):
