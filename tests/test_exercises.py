@@ -34,7 +34,7 @@ def test_learner_function_that_raises_is_incorrect_not_a_crash(home):
 
 
 def test_unknown_exercise_lists_the_valid_ones():
-    with pytest.raises(LabError, match=r"no exercise '9.9'.*0\.1, 0\.2, 0\.3, 1\.1.*5\.3"):
+    with pytest.raises(LabError, match=r"no exercise '9.9'.*0\.1, 0\.2, 0\.3, 0\.4, 1\.1.*5\.3"):
         lab.check("9.9", 1)
 
 
