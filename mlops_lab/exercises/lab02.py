@@ -294,8 +294,8 @@ def _check_log_model(func) -> None:
     example = valid[data.feature_columns()].head(5)
     with scratch_store() as mlflow:  # the check's model never lands in your tracking store
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # MLflow's integer-column advice: not the point here
+            with warnings.catch_warnings(), training._quiet_mlflow():
+                warnings.simplefilter("ignore", UserWarning)  # MLflow's advice (integer columns, pickle): not the point
                 uri = call(func, pipeline, example)
         except mlflow.exceptions.MlflowException as exc:
             if "untrusted types" not in str(exc):

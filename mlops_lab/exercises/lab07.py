@@ -333,7 +333,7 @@ my_rules = [
         wrong("inputs only", lambda: _rules(("inputs", "drifted_columns", ">", 0)), "fraud_rate_spike"),
         wrong("PR-AUC", lambda: _rules(("auc", "pr_auc", "<", 0.3)), "never known"),
         wrong("flag rate hair trigger", lambda: _rules(("inputs", "drifted_columns", ">", 0),
-                                                       ("flags", "flag_rate", ">", 0.1)), "false alarm"),
+                                                       ("flags", "flag_rate", ">", 0.01)), "false alarm"),
         wrong("chargebacks too low", lambda: _rules(("inputs", "drifted_columns", ">", 0),
                                                     ("cb", "chargebacks_per_1000", ">", 1.0)), "false alarm"),
         wrong("not a list of rules", lambda: ["drifted_columns > 0"], "AlertRule"),
