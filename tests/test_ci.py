@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from mlops_lab import ci, registry
+from mlops_lab import ci, config, registry
 from mlops_lab.errors import LabError
 
 from .conftest import run_cli
@@ -72,6 +72,7 @@ def test_unknown_stage_lists_the_valid_ones():
 def test_no_champion_points_at_setup(tmp_path, monkeypatch, course_home):
     empty = tmp_path / "fresh"
     shutil.copytree(course_home / "data", empty / "data")  # a snapshot, but no registry
+    shutil.copy(course_home / config.MARKER, empty / config.MARKER)  # a workspace we made, not a user's folder
     monkeypatch.setenv("MLOPS_LAB_HOME", str(empty))
     result = ci.run(["quality"])
     assert result.failed_stage == "quality" and "lab.setup(4)" in result["quality"].reason
