@@ -68,6 +68,7 @@ def server(tmp_path_factory):
         workshop.stop(root / "server", report=lambda _: None)
     except LabError:
         pass
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
