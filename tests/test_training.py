@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_lab import data, training
+from mlops_lab import config, data, training
 from mlops_lab.errors import LabError
 
 from .conftest import using_home
@@ -138,6 +138,7 @@ def test_logged_model_reloads_and_predicts_the_same(tracked, split, boosted):
 
 def test_corrupt_tracking_store_says_what_to_do(home):
     home.mkdir()
+    (home / config.MARKER).write_text("")  # a workspace we made (the guard refuses a user's own folder)
     (home / "mlflow.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(LabError, match="not a readable MLflow database.*mlops-lab reset"):
         training.compare_runs()
