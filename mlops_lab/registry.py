@@ -99,10 +99,11 @@ def versions(name: str | None = None) -> pd.DataFrame:
     """Every version of the registered model with its aliases and gate decision."""
     _, client = _client()
     name = name or config.model_name()
+    columns = ["version", "aliases", "model_kind", "run_id", "gate.verdict", "created"]
     try:
         model = client.get_registered_model(name)
     except Exception:
-        return pd.DataFrame(columns=["version", "aliases", "model_kind", "gate.verdict"])
+        return pd.DataFrame(columns=columns).set_index("version")
     aliases: dict[str, list[str]] = {}
     for alias, version in (model.aliases or {}).items():
         aliases.setdefault(str(version), []).append(alias)
@@ -111,6 +112,8 @@ def versions(name: str | None = None) -> pd.DataFrame:
         rows.append({"version": str(v.version), "aliases": ", ".join(sorted(aliases.get(str(v.version), []))),
                      "model_kind": v.tags.get("model_kind", ""), "run_id": v.run_id,
                      "gate.verdict": v.tags.get("gate.verdict", ""), "created": pd.Timestamp(v.creation_timestamp, unit="ms")})
+    if not rows:  # registered, but nothing in it yet (a workshop creates learners' models up front)
+        return pd.DataFrame(columns=columns).set_index("version")
     return pd.DataFrame(rows).sort_values("version", key=lambda s: s.astype(int)).set_index("version")
 
 

@@ -158,3 +158,12 @@ def test_start_over_removes_versions_and_aliases_but_keeps_runs(store):
     assert registry.alias_version("champion", name) is None and registry.versions(name).empty
     assert registry.start_over(name) == 0
     assert set(runs.values()) <= set(training.compare_runs().index)
+
+
+def test_versions_of_a_registered_model_with_no_versions_is_an_empty_table(store):
+    # a workshop server creates each learner's model before their first registration
+    _, client = registry._client()
+    client.create_registered_model("empty-model")
+    table = registry.versions("empty-model")
+    assert table.empty and table.index.name == "version" and "aliases" in table.columns
+    assert registry.versions("no-such-model").empty
