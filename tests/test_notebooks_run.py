@@ -35,8 +35,10 @@ def test_lab_runs_with_exercises_unanswered(lab_runs, solution):
     result = next(r for r in results if r.notebook == solution.name)
     assert result.ok, result.error
     executed = nbformat.read(result.output, as_version=4)
-    text = "".join(
-        out.get("text", "") for cell in executed.cells if cell.cell_type == "code" for out in cell.outputs
+    # check feedback is a rich display (HTML with a text/plain form); other cells print streams
+    text = "\n".join(
+        out.get("text", "") or out.get("data", {}).get("text/plain", "")
+        for cell in executed.cells if cell.cell_type == "code" for out in cell.outputs
     )
     checks = text.count("[not attempted]")
     assert checks >= 2 and "[correct]" not in text and "[incorrect]" not in text

@@ -35,7 +35,8 @@ def servers(course_home, tmp_path_factory):
     """(mlflow's url, ours) both serving the champion of the course workspace."""
     with using_home(course_home):
         port = free_port()
-        env = {**os.environ, "MLFLOW_TRACKING_URI": config.tracking_uri(),
+        # both URIs: mlflow.set_registry_uri() exports MLFLOW_REGISTRY_URI, so an earlier test's store leaks in
+        env = {**os.environ, "MLFLOW_TRACKING_URI": config.tracking_uri(), "MLFLOW_REGISTRY_URI": config.tracking_uri(),
                # `mlflow models serve` execs uvicorn from PATH
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         log = tmp_path_factory.mktemp("mlflow") / "serve.log"

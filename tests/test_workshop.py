@@ -231,7 +231,11 @@ def _run_notebook_in_kernel(base: str, token: str, notebook: Path) -> list[str]:
         return errors
 
     try:
-        return asyncio.run(run())
+        # in a thread of its own: a session-wide event loop (Playwright's, in tests/browser) may be running here
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, run()).result()
     finally:
         httpx.delete(f"{base}api/kernels/{kernel['id']}", headers=headers, timeout=60)
 
