@@ -80,7 +80,10 @@ def test_lab_02_threshold_explorer_is_a_live_widget(page, jupyterlab):
     output.locator(".noUi-handle").first.focus()
     for _ in range(5):
         page.keyboard.press("ArrowRight")
-    page.wait_for_function("([el, text]) => el.textContent !== text", arg=[readout.element_handle(), before])
+    # a locator, not an element handle: the widget's Output re-renders its <pre>, so a handle goes stale
+    from playwright.sync_api import expect
+
+    expect(readout).not_to_have_text(before, timeout=60_000)
     assert readout.inner_text() != before
 
 
