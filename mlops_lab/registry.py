@@ -362,15 +362,9 @@ def compare(challenger: HoldoutEvaluation, champion: HoldoutEvaluation, margin: 
     return promoted, mean, interval, diffs, reason
 
 
-def promote_if_better(challenger_version: str, holdout: pd.DataFrame, margin: float = MARGIN,
-                      name: str | None = None, rule=should_promote, as_of=None) -> Decision:
-    """Score challenger and champion on the same held-out payments; promote the challenger to
-    ``champion`` only if ``rule(interval_low, mean_difference, margin)`` says so. The first model becomes champion. With ``as_of`` (the decision
-    time), only payments whose label had arrived by then count. The decision is recorded on the
-    challenger's model version."""
+def _judge(challenger_version: str, holdout: pd.DataFrame, margin: float, name: str, rule, as_of) -> Decision:
+    """The gate's judgement, changing nothing: verdict "passed", "kept champion" or "first model"."""
     _, client = _client()
-    name = name or config.model_name()
-    challenger_version = str(challenger_version)
     try:
         challenger_tags = client.get_model_version(name, challenger_version).tags
     except Exception:
@@ -394,23 +388,55 @@ def promote_if_better(challenger_version: str, holdout: pd.DataFrame, margin: fl
     common = dict(margin=margin, data_fingerprint=data.fingerprint(holdout), holdout_digest=challenger.digest,
                   holdout_rows=len(holdout), as_of=None if as_of is None else str(pd.Timestamp(as_of)),
                   challenger_cost=challenger.cost, challenger_p99_ms=p99, trained_on=trained_on)
-    set_alias(CHALLENGER, challenger_version, name)
     if champion_version is None:
-        decision = Decision("first model", True, challenger_version, None, challenger.pr_auc, None, None, None,
-                            reason="no champion yet, so the first model becomes champion", **common)
-    else:
-        champion = evaluate_on_holdout(champion_version, holdout, name)
-        promoted, mean, interval, diffs, reason = compare(challenger, champion, margin, rule)
-        decision = Decision("promoted" if promoted else "kept champion", promoted, challenger_version,
-                            champion_version, challenger.pr_auc, champion.pr_auc, challenger.pr_auc - champion.pr_auc,
-                            interval, reason=reason, champion_cost=champion.cost, bootstrap=diffs.tolist(), **common)
+        return Decision("first model", True, challenger_version, None, challenger.pr_auc, None, None, None,
+                        reason="no champion yet, so the first model becomes champion", **common)
+    champion = evaluate_on_holdout(champion_version, holdout, name)
+    passed, mean, interval, diffs, reason = compare(challenger, champion, margin, rule)
+    return Decision("passed" if passed else "kept champion", passed, challenger_version,
+                    champion_version, challenger.pr_auc, champion.pr_auc, challenger.pr_auc - champion.pr_auc,
+                    interval, reason=reason, champion_cost=champion.cost, bootstrap=diffs.tolist(), **common)
+
+
+def gate(challenger_version: str, holdout: pd.DataFrame, margin: float = MARGIN, name: str | None = None,
+         rule=should_promote, as_of=None) -> Decision:
+    """The promotion gate without promoting: judge the challenger against the champion as
+    :func:`promote_if_better` does, record the decision on the challenger's version, and change no
+    alias. Verdict "passed" (``promoted`` is True: it may go on to shadow and canary,
+    :func:`start_shadow`), "kept champion", or "first model" (no champion yet)."""
+    _, client = _client()
+    name = name or config.model_name()
+    decision = _judge(str(challenger_version), holdout, margin, name, rule, as_of)
+    _record(client, name, decision)
+    return decision
+
+
+def promote_if_better(challenger_version: str, holdout: pd.DataFrame, margin: float = MARGIN,
+                      name: str | None = None, rule=should_promote, as_of=None) -> Decision:
+    """Score challenger and champion on the same held-out payments; promote the challenger to
+    ``champion`` only if ``rule(interval_low, mean_difference, margin)`` says so. The first model becomes champion. With ``as_of`` (the decision
+    time), only payments whose label had arrived by then count. The decision is recorded on the
+    challenger's model version. (The gate alone, without promoting: :func:`gate`.)"""
+    _, client = _client()
+    name = name or config.model_name()
+    challenger_version = str(challenger_version)
+    _refuse_during_rollout(name, "promote_if_better")
+    decision = _judge(challenger_version, holdout, margin, name, rule, as_of)
+    if decision.verdict == "passed":
+        decision.verdict = "promoted"
+    set_alias(CHALLENGER, challenger_version, name)
     _record(client, name, decision)
     if decision.promoted:
-        if champion_version is not None:
-            client.set_model_version_tag(name, challenger_version, "previous_champion", champion_version)
-        set_alias(CHAMPION, challenger_version, name)
-        client.delete_registered_model_alias(name, CHALLENGER)
+        _promote(client, name, challenger_version, decision.champion_version)
     return decision
+
+
+def _promote(client, name: str, version: str, champion_version: str | None) -> None:
+    """``version`` becomes champion; the one it replaces is remembered, so rollback() can return to it."""
+    if champion_version is not None:
+        client.set_model_version_tag(name, version, "previous_champion", champion_version)
+    set_alias(CHAMPION, version, name)
+    client.delete_registered_model_alias(name, CHALLENGER)
 
 
 def _record(client, name: str, decision: Decision) -> None:
@@ -456,3 +482,155 @@ def start_over(name: str | None = None) -> int:
     except Exception:
         return 0
     return count
+
+
+# --------------------------------------------------------------------------- safe rollout (lab 08)
+# A challenger that passed the gate runs in shadow (scored on every request, never answering), then
+# answers a canary share of traffic, then is promoted or aborted. The state lives in the registry,
+# so a server picks every change up without a restart: the aliases `champion` and `challenger`,
+# and tags on the registered model: rollout.mode, rollout.share, and rollout.candidate (the version
+# that started; if anything else moves the challenger alias, e.g. lab 06's CI registering a model,
+# the rollout reads as off and the champion answers everything, rather than an ungated model).
+
+MODE_TAG, SHARE_TAG, CANDIDATE_TAG = "rollout.mode", "rollout.share", "rollout.candidate"
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """What the server must be doing now."""
+
+    champion: str | None  # version behind alias "champion"
+    candidate: str | None  # version behind alias "challenger" while it is in shadow or canary
+    mode: str  # "off" | "shadow" | "canary"
+    share: float  # share of traffic the candidate answers in canary mode (0 otherwise)
+
+    def __str__(self) -> str:
+        if self.mode == "off":
+            return f"champion v{self.champion}, no rollout" if self.champion else "no champion yet"
+        share = f", answering {self.share:.0%} of traffic" if self.mode == "canary" else ", answering nothing"
+        return f"champion v{self.champion}; candidate v{self.candidate} in {self.mode}{share}"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def rollout(name: str | None = None) -> Rollout:
+    """The rollout the registry holds now, read in one registry call. A mode without a candidate
+    (or a candidate that is the champion) reads as "off"."""
+    _, client = _client()
+    try:
+        model = client.get_registered_model(name or config.model_name())
+    except Exception:  # not registered yet
+        return Rollout(None, None, "off", 0.0)
+    aliases, tags = model.aliases or {}, model.tags or {}
+    champion = str(aliases[CHAMPION]) if CHAMPION in aliases else None
+    challenger = str(aliases[CHALLENGER]) if CHALLENGER in aliases else None
+    mode = tags.get(MODE_TAG, "off")
+    started = tags.get(CANDIDATE_TAG)
+    if mode not in ("shadow", "canary") or challenger in (None, champion) or challenger != started or champion is None:
+        return Rollout(champion, None, "off", 0.0)
+    try:
+        share = float(tags.get(SHARE_TAG, 0))
+    except ValueError:
+        share = 0.0
+    if mode == "canary" and 0 < share < 1:
+        return Rollout(champion, challenger, mode, share)
+    return Rollout(champion, challenger, "shadow", 0.0)  # a canary answering nothing is a shadow
+
+
+def _active(name: str, doing: str) -> Rollout:
+    current = rollout(name)
+    if current.candidate is None:
+        raise LabError(f"No rollout in progress for model {name!r} ({current}), so there is nothing to {doing}: "
+                       "start one with lab.registry.start_shadow(version) for a version that passed "
+                       "lab.registry.gate(...).")
+    return current
+
+
+def _refuse_during_rollout(name: str, doing: str) -> None:
+    current = rollout(name)
+    if current.candidate is not None:
+        raise LabError(f"A rollout is in progress for model {name!r} ({current}): {doing} would move the "
+                       "challenger alias under it. Finish it first: lab.registry.promote_candidate() or "
+                       "lab.registry.abort_rollout(reason).")
+
+
+def start_shadow(version: str, name: str | None = None) -> Rollout:
+    """Put ``version`` in shadow behind the champion: the server scores every request with both
+    models, logs both scores, and answers with the champion's."""
+    _, client = _client()
+    name, version = name or config.model_name(), str(version)
+    try:
+        tags = client.get_model_version(name, version).tags
+    except Exception:
+        raise LabError(f"Model {name!r} has no version {version}: see lab.registry.versions().") from None
+    current = rollout(name)
+    if current.champion is None:
+        raise LabError(f"Model {name!r} has no champion yet, so there is nothing to shadow: the first model becomes "
+                       f"champion through the gate, lab.registry.promote_if_better({version!r}, holdout).")
+    if version == current.champion:
+        raise LabError(f"Version {version} is already the champion: shadow a newer version (lab.registry.versions()).")
+    if current.candidate not in (None, version):
+        raise LabError(f"Version {current.candidate} is already in {current.mode}: promote it "
+                       "(lab.registry.promote_candidate()) or abort it (lab.registry.abort_rollout(reason)) "
+                       f"before version {version} can start.")
+    _check_contract(tags, version)
+    client.set_model_version_tag(name, version, "rollout.shadow_started_at", _now())
+    client.set_registered_model_tag(name, SHARE_TAG, "0")  # in this order, no reader sees a canary
+    client.set_registered_model_tag(name, CANDIDATE_TAG, version)
+    set_alias(CHALLENGER, version, name)
+    client.set_registered_model_tag(name, MODE_TAG, "shadow")
+    return Rollout(current.champion, version, "shadow", 0.0)
+
+
+def start_canary(share: float, name: str | None = None) -> Rollout:
+    """Let the candidate (in shadow or already in canary) answer ``share`` of traffic, 0 < share < 1.
+    Which payments it answers is fixed by a hash of their transaction_id, so a raised share keeps
+    the payments it had and adds more."""
+    _, client = _client()
+    name = name or config.model_name()
+    try:
+        share = float(share)
+    except (TypeError, ValueError):
+        raise LabError(f"The canary share must be a number between 0 and 1 (e.g. 0.1 for 10%); got {share!r}.") from None
+    if not 0 < share < 1:
+        what = ("promote the candidate instead: lab.registry.promote_candidate()" if share >= 1 else
+                "go back to shadow with lab.registry.start_shadow(version), or abort: lab.registry.abort_rollout(reason)")
+        raise LabError(f"The canary share must be strictly between 0 and 1 (e.g. 0.1 for 10%); got {share}. "
+                       f"For all traffic or none, {what}.")
+    current = _active(name, "send canary traffic to")
+    client.set_registered_model_tag(name, SHARE_TAG, repr(share))  # the share first: shadow ignores it
+    client.set_registered_model_tag(name, MODE_TAG, "canary")
+    client.set_model_version_tag(name, current.candidate, "rollout.canary_share", repr(share))
+    return Rollout(current.champion, current.candidate, "canary", share)
+
+
+def promote_candidate(name: str | None = None) -> Rollout:
+    """The candidate becomes champion (the one it replaces is remembered: lab.registry.rollback()
+    returns to it); the rollout ends."""
+    _, client = _client()
+    name = name or config.model_name()
+    current = _active(name, "promote")
+    client.set_model_version_tag(name, current.candidate, "rollout.promoted_at", _now())
+    _promote(client, name, current.candidate, current.champion)
+    client.set_registered_model_tag(name, MODE_TAG, "off")
+    client.set_registered_model_tag(name, SHARE_TAG, "0")
+    return Rollout(current.candidate, None, "off", 0.0)
+
+
+def abort_rollout(reason: str, name: str | None = None) -> Rollout:
+    """Take the candidate out of service (the champion answers everything again); ``reason`` is
+    recorded on the candidate's version."""
+    _, client = _client()
+    name = name or config.model_name()
+    if not isinstance(reason, str) or not reason.strip():
+        raise LabError("Say why the rollout is aborted, e.g. abort_rollout('canary p99 latency 180 ms > 100 ms'): "
+                       "the reason is recorded on the version for the postmortem.")
+    current = _active(name, "abort")
+    client.set_registered_model_tag(name, MODE_TAG, "off")  # first: the server drops the candidate at once
+    client.set_registered_model_tag(name, SHARE_TAG, "0")
+    client.set_model_version_tag(name, current.candidate, "rollout.aborted_at", _now())
+    client.set_model_version_tag(name, current.candidate, "rollout.aborted_reason", reason.strip()[:5000])
+    client.delete_registered_model_alias(name, CHALLENGER)
+    return Rollout(current.champion, None, "off", 0.0)
