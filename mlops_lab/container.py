@@ -336,3 +336,54 @@ def run_local(context: str | Path, **kwargs) -> LocalHandle:
     start = time.perf_counter()
     server = start_server(bundle=Path(context) / "bundle", **kwargs)
     return LocalHandle(server, server.url, time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- lab 05: a HEALTHCHECK as Docker runs it
+
+
+@dataclass(frozen=True)
+class Health:
+    """What Docker made of an image's own HEALTHCHECK."""
+
+    status: str  # "healthy", "unhealthy", "starting" or "none" (the image has no HEALTHCHECK)
+    exit_code: int | None  # of the last probe
+    output: str  # what the last probe printed
+    seconds: float  # from `docker run` to the verdict
+
+
+def probe_health(tag: str, interval: float = 1.0, probes_after_ready: int = 3, timeout: float = 90) -> Health:
+    """Run ``tag`` and let Docker run the image's own HEALTHCHECK (its test, timeout, retries and
+    start period), only every ``interval`` seconds instead of the image's interval, so a check
+    takes seconds. Returns as soon as Docker calls the container healthy, or once /ready has
+    answered 200 and the probe has had ``probes_after_ready`` more chances."""
+    from .serving.server import free_port, wait_until_ready
+
+    client = docker_client()
+    port = free_port()
+    start = time.perf_counter()
+    # an empty test inherits the image's HEALTHCHECK; only the interval is overridden
+    running = client.containers.run(tag, detach=True, ports={"8000/tcp": ("127.0.0.1", port)},
+                                    labels={"mlops-lab": "health"}, healthcheck={"interval": int(interval * 1e9)})
+
+    def logs() -> str:
+        return running.logs().decode(errors="replace")
+
+    def state() -> dict:
+        running.reload()
+        return running.attrs["State"]
+
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", timeout,
+                         alive=lambda: state()["Status"] in ("created", "running"), logs=logs)
+        ready_at = time.perf_counter()
+        while True:
+            health = state().get("Health") or {}
+            last = (health.get("Log") or [{}])[-1]
+            status = health.get("Status", "none")
+            waited = time.perf_counter() - ready_at
+            if status in ("healthy", "none") or waited > probes_after_ready * interval + 4:
+                return Health(status, last.get("ExitCode"), (last.get("Output") or "").strip()[-600:],
+                              time.perf_counter() - start)
+            time.sleep(0.25)
+    finally:
+        running.remove(force=True)  # a throwaway container: no graceful stop needed

@@ -153,3 +153,20 @@ def test_missing_base_image_says_how_to_build_one(context, monkeypatch):
     monkeypatch.setenv("MLOPS_LAB_BASE_IMAGE", "mlops-lab/no-such-base:0")
     with pytest.raises(LabError, match=r"^Cannot build the image: the base image mlops-lab/no-such-base:0 is not"):
         container.build_image(context, tag="cardguard:never", report=steps.append)
+
+
+# --- lab 05: checks that build and run the learner's Dockerfile (gaps9)
+
+
+def test_5_3_runs_the_learners_probe_in_the_built_image(use_course_home, docker_base_image, monkeypatch):
+    """A probe that reads right but fails when it runs (a misspelt keyword): only Docker running it can tell."""
+    from mlops_lab import exercises
+    from mlops_lab.exercises import lab05
+
+    monkeypatch.setenv("MLOPS_LAB_BASE_IMAGE", docker_base_image)
+    typo = lab05._healthcheck_with(
+        "[\"python\", \"-c\", \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready', timout=2)\"]")
+    status, message = exercises.evaluate("5.3", typo)
+    assert status == "incorrect", message
+    assert "Docker built your image and ran your HEALTHCHECK" in message and "timout" in message
+    assert exercises.evaluate("5.3", lab05._step(3)) == ("correct", "")

@@ -1,6 +1,8 @@
 """Lab 05: Container. Fix a Dockerfile (a non-root user, a narrow COPY, a health check), then write
-your own, which is linted and, where a Docker daemon and a base image are at hand, built and run
-until ``/ready`` answers; where none is, linted and checked statically, with the same verdicts."""
+your own. Where a Docker daemon and a base image are at hand, the health check (5.3) is built and
+Docker runs it until it calls the container healthy, and your own Dockerfile (5.4) is built and run
+until ``/ready`` and ``/predict`` answer; where none is, both are linted and checked statically,
+with the same verdicts for every known mistake."""
 
 from __future__ import annotations
 
@@ -231,6 +233,9 @@ dockerfile = dockerfile.replace('CMD ["python", "-m"', healthcheck + 'CMD ["pyth
         "Probe /ready (not /health): it answers 200 only once the model has scored its serving examples.",
         "The slim image has no curl: use Python's urllib in the exec form, as the course's Dockerfile does. The "
         "server listens on port 8000 inside the container.",
+        "Where Docker runs, the check builds your Dockerfile and lets Docker run your HEALTHCHECK: if it says "
+        "'unhealthy' or 'starting', read the probe's output in the message, then try the command with "
+        "`docker exec` in a running container.",
     ),
     reference=lambda: _step(3),
     stub=lambda: _step(2),
@@ -245,6 +250,11 @@ dockerfile = dockerfile.replace('CMD ["python", "-m"', healthcheck + 'CMD ["pyth
         wrong("probes /health", lambda: _healthcheck_with(
             "[\"python\", \"-c\", \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')\"]"),
             "probe /ready"),
+        wrong("quotes inside quotes", lambda: _healthcheck_with(
+            'python -c "import urllib.request; urllib.request.urlopen("http://127.0.0.1:8000/ready")"'),
+            "does not parse"),
+        right("shell form, one line", lambda: _healthcheck_with(
+            "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=2)\"")),
         right("indented, on one line, localhost", lambda: _step(2).replace('CMD ["python", "-m"', "  HEALTHCHECK CMD "
               "[\"python\", \"-c\", \"import urllib.request; urllib.request.urlopen('http://localhost:8000/ready')\"]\n"
               'CMD ["python", "-m"', 1)),
@@ -254,6 +264,15 @@ def _check_healthcheck(value) -> None:
     require_attempt(value)
     _unchanged(value, 3)
     _check_probe(value)
+    base = buildable_base()
+    if base is None:
+        return  # no daemon or no base image here: checked statically, as above
+    health = build_and_probe(value, base)
+    assert health.status == "healthy", (
+        f"Docker built your image and ran your HEALTHCHECK in it: the server answered /ready, but Docker calls the "
+        f"container {health.status}. The probe's last run exited with {health.exit_code} and printed: "
+        f"{health.output or '(nothing)'}"
+    )
 
 
 def _check_probe(value) -> None:
@@ -276,6 +295,26 @@ def _check_probe(value) -> None:
         f"the check runs inside the container, where uvicorn listens on port {PORT} (the CMD's --port), not {port}"
     )
     assert path.rstrip("/") == "/ready", f"probe /ready, not {path}: /health is up before the model is loaded"
+    words = _words(command.strip())
+    code = words[words.index("-c") + 1] if "-c" in words[:-1] and "python" in words[0] else None
+    if code is not None:
+        try:
+            compile(code, "<HEALTHCHECK>", "exec")
+        except SyntaxError as exc:
+            raise AssertionError(
+                f"the probe's Python code does not parse ({exc.msg}): after the shell has taken its quotes, Python "
+                f"gets `{code[:120]}`. Quotes inside quotes: use single quotes for the URL inside the double-quoted "
+                "code, or the exec form CMD [\"python\", \"-c\", \"...\"]"
+            ) from None
+
+
+def checked_how() -> str:
+    """One line saying how 5.3 and 5.4 were checked on this machine."""
+    base = buildable_base()
+    if base is None:
+        return ("No Docker daemon or base image here: your Dockerfiles were linted and checked statically, "
+                "not built. With Docker, the checks build them and run them.")
+    return f"Docker is here: the checks built your Dockerfiles on {base} and ran them."
 
 
 # --------------------------------------------------------------------------- 5.4: your own Dockerfile
@@ -374,14 +413,35 @@ def build_and_run(text: str, base: str, tag: str = "cardguard:yours", report=lam
     HEALTHCHECK to report healthy; return what was seen. Raises LabError (with the build or container log) when it fails."""
     import httpx
 
-    with tempfile.TemporaryDirectory(prefix="mlops-lab-dockerfile-") as tmp:
-        context = container.build_context(tmp)
-        (context / "Dockerfile").write_text(text)
-        image = container.build_image(context, tag=tag, base=base, report=report)
+    from .. import data, serving
+
+    image = _built(text, base, tag, report)
+    payment = serving.to_payload(data.simulate_transactions(1, start="2026-02-16", seed=8))[0]
     # healthy means Docker ran your HEALTHCHECK and it passed
     with container.run_container(tag, timeout=90, wait_for_health=True) as running:
         ready = httpx.get(f"{running.url}/ready", timeout=5)
-        return {"ready": ready.status_code, "user": running.user(), "size_mb": image["size_mb"]}
+        predict = httpx.post(f"{running.url}/predict", json=payment, timeout=5)
+        return {"ready": ready.status_code, "predict": predict.status_code, "answer": predict.json(),
+                "user": running.user(), "size_mb": image["size_mb"]}
+
+
+def _built(text: str, base: str, tag: str, report=lambda line: None) -> dict:
+    """Build ``text`` on a fresh course build context (the champion's bundle); LabError with the build log on failure."""
+    with tempfile.TemporaryDirectory(prefix="mlops-lab-dockerfile-") as tmp:
+        context = container.build_context(tmp)
+        (context / "Dockerfile").write_text(text)
+        return container.build_image(context, tag=tag, base=base, report=report)
+
+
+def build_and_probe(text: str, base: str, tag: str = "cardguard:healthcheck") -> container.Health:
+    """Build ``text`` and let Docker run its HEALTHCHECK, every second instead of every few seconds."""
+    from ..errors import LabError
+
+    try:
+        _built(text, base, tag)
+        return container.probe_health(tag)
+    except LabError as exc:
+        raise AssertionError(f"your image does not serve: {str(exc)[-800:]}") from None
 
 
 def _check_dockerfile(text) -> None:
@@ -402,6 +462,9 @@ def _check_dockerfile(text) -> None:
     except LabError as exc:
         raise AssertionError(f"your image does not serve: {str(exc)[-800:]}") from None
     assert seen["ready"] == 200, f"the container answers /ready with {seen['ready']}, not 200"
+    assert seen["predict"] == 200 and "decision" in seen["answer"], (
+        f"the container answers /ready, but /predict gives {seen['predict']}: {str(seen['answer'])[:300]}"
+    )
     assert seen["user"] not in ("0", ""), "the container runs as root"
 
 
