@@ -51,7 +51,17 @@ def kernel_counter_peak() -> int | None:
     return None
 
 
-async def run_cells(url: str, token: str, kernel_id: str, cells: list[str], timeout: float) -> list[str]:
+def private_and_proportional_mb(pid: int) -> tuple[float, float]:
+    """(USS, PSS) of one process in MB: what it alone holds, and its fair share of shared pages."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0]) / 1024
+    return fields["Private_Clean"] + fields["Private_Dirty"], fields["Pss"]
+
+
+async def run_cells(url: str, token: str, kernel_id: str, cells: list[str],
+                    timeout: float) -> tuple[list[str], int | None]:
     ws_url = url.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels?token={token}"
     session = uuid.uuid4().hex
     errors: list[str] = []
@@ -83,9 +93,33 @@ async def run_cells(url: str, token: str, kernel_id: str, cells: list[str], time
                     break
             if errors:
                 break  # like "Run All" with stop_on_error: a learner sees the error and stops there
+        pid = await kernel_pid(connection, session)
     finally:
         connection.close()
-    return errors
+    return errors, pid
+
+
+async def kernel_pid(connection, session: str) -> int | None:
+    """The kernel's process id, through a silent request (no history, no output, nothing in the notebook)."""
+    msg_id = uuid.uuid4().hex
+    await connection.write_message(json.dumps({
+        "header": {"msg_id": msg_id, "username": "learner", "session": session,
+                   "msg_type": "execute_request", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": "", "silent": True, "store_history": False,
+                    "user_expressions": {"pid": "__import__('os').getpid()"}, "allow_stdin": False},
+    }))
+    while True:
+        raw = await asyncio.wait_for(connection.read_message(), 30)
+        if raw is None:
+            return None
+        if isinstance(raw, bytes):
+            continue
+        msg = json.loads(raw)
+        if msg.get("parent_header", {}).get("msg_id") == msg_id and msg["header"]["msg_type"] == "execute_reply":
+            value = msg["content"].get("user_expressions", {}).get("pid", {})
+            text = value.get("data", {}).get("text/plain", "")
+            return int(text) if text.isdigit() else None
 
 
 def main() -> int:
@@ -115,16 +149,21 @@ def main() -> int:
     sampler.start()
     print(f"{'lab':<28} {'status':<7} {'seconds':>8} {'in use MB':>10} {'peak MB':>8}  kernels", flush=True)
     failed = []
+    kernel_pids: dict[str, int] = {}
     for path in labs:
         notebook = api.get(f"/api/contents/{path}").json()["content"]
         cells = [c["source"] for c in notebook["cells"] if c["cell_type"] == "code" and c["source"].strip()]
         session = api.post("/api/sessions", json={"path": path, "type": "notebook", "name": Path(path).name,
                                                    "kernel": {"name": "python3"}}).json()
         started = time.monotonic()
+        pid = None
         try:
-            errors = asyncio.run(run_cells(args.url, args.token, session["kernel"]["id"], cells, args.cell_timeout))
+            errors, pid = asyncio.run(run_cells(args.url, args.token, session["kernel"]["id"], cells,
+                                                args.cell_timeout))
         except Exception as exc:  # a dead kernel, a timeout
             errors = [f"{type(exc).__name__}: {exc}"]
+        if pid:
+            kernel_pids[Path(path).name] = pid
         seconds = time.monotonic() - started
         kernels = len(api.get("/api/kernels").json())
         print(f"{Path(path).name:<28} {'failed' if errors else 'ok':<7} {seconds:8.1f} "
@@ -143,15 +182,19 @@ def main() -> int:
           f"{limit[0] / 2**20 if limit else float('nan'):.0f} MB; the cgroup's own high-water mark "
           f"(page cache included): {counter / 2**20 if counter else float('nan'):.0f} MB; "
           f"kernels still running: {len(api.get('/api/kernels').json())}", flush=True)
-    import psutil
-
-    processes = []
-    for proc in psutil.process_iter(["pid", "cmdline", "memory_info"]):
-        if proc.info["memory_info"] and proc.info["cmdline"]:
-            processes.append((proc.info["memory_info"].rss, " ".join(proc.info["cmdline"])[:90]))
-    print("largest processes now (RSS MB):", flush=True)
-    for rss, cmd in sorted(processes, reverse=True)[:8]:
-        print(f"  {rss / 2**20:6.0f}  {cmd}", flush=True)
+    if kernel_pids and not args.shut_down_finished:
+        print("each lab's kernel now, at rest after its lab (MB; USS = its own pages, PSS = with its share "
+              "of pages it shares with the other kernels):", flush=True)
+        total_uss = total_pss = 0.0
+        for lab, pid in kernel_pids.items():
+            try:
+                uss, pss = private_and_proportional_mb(pid)
+            except OSError:
+                print(f"  {lab:<28} (gone)", flush=True)
+                continue
+            total_uss, total_pss = total_uss + uss, total_pss + pss
+            print(f"  {lab:<28} USS {uss:5.0f}  PSS {pss:5.0f}", flush=True)
+        print(f"  {'all kernels':<28} USS {total_uss:5.0f}  PSS {total_pss:5.0f}", flush=True)
     over = sampler.peak / 2**20 > args.peak_target_mb
     how = "each finished lab's kernel shut down" if args.shut_down_finished else "every lab's kernel left running"
     print(f"target: peak under {args.peak_target_mb:.0f} MB with {how}: {'NOT MET' if over else 'met'}", flush=True)

@@ -105,3 +105,22 @@ def jupyter_lab_command(number: str = "00", extra: tuple[str, ...] = (), root: P
         f"--LabApp.default_url=/{lab_url_path(number, root)}",
         *extra,
     ]
+
+
+# --- memory: many kernels in one JupyterLab (Binder: 2 GB for all of them) ---------------------
+
+def release_memory() -> None:
+    """Hand the memory glibc keeps after a cell (freed, but still held by the process) back to the
+    system. A kernel at rest then holds what its notebook keeps, not its busiest moment."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        pass
+
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext mlops_lab.learner` (Binder's kernelspec loads it): release memory after each cell."""
+    ipython.events.register("post_run_cell", lambda _result: release_memory())

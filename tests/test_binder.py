@@ -1,6 +1,13 @@
 """Binder detection, and the limits a container (Binder: 2 GB, 1 CPU) really has."""
 
+import contextlib
+import json
+import os
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +73,137 @@ def test_doctor_reports_usable_cpus():
     course.doctor(report=lines.append)
     (cpus,) = [line for line in lines if " cpus " in line]
     assert f"{config.cpu_limit()} usable" in cpus
+
+
+# --- binder/forking_kernel.py: kernels forked from one pre-loaded process (memory on Binder) ----
+
+FORKING_KERNEL = ROOT / "binder" / "forking_kernel.py"
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork server and /proc: Linux")
+
+
+def _rollup_mb(pid: int) -> dict[str, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0]) / 1024
+    return fields
+
+
+def _ask(client, code: str) -> str:
+    """Run code in the kernel and return what it printed."""
+    out = []
+    reply = client.execute_interactive(code, timeout=60, output_hook=lambda msg: out.append(
+        msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return "".join(out).strip()
+
+
+@pytest.fixture
+def forking_spec(tmp_path, monkeypatch):
+    """The python3 kernelspec binder/start installs, in a private JUPYTER_PATH and socket folder."""
+    subprocess.run([sys.executable, str(FORKING_KERNEL), "--install", str(tmp_path / "jupyter")], check=True,
+                   capture_output=True)
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # this test's own server
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    servers: list[int] = []
+    yield servers
+    for pid in servers:  # the server outlives its kernels on Binder; here it ends with the test
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
+@linux_only
+def test_forked_kernels_share_the_preloaded_libraries_and_behave_like_plain_kernels(forking_spec, tmp_path):
+    from jupyter_client.manager import start_new_kernel
+
+    spec = json.loads((tmp_path / "jupyter" / "kernels" / "python3" / "kernel.json").read_text())
+    assert spec["argv"][:2] == [sys.executable, str(FORKING_KERNEL)] and "{connection_file}" in spec["argv"]
+    workdir = tmp_path / "notebooks"
+    workdir.mkdir()
+    started = []
+    for name in ("a", "b"):
+        manager, client = start_new_kernel(kernel_name="python3", cwd=str(workdir), startup_timeout=120,
+                                           env={**os.environ, "LAB_MARKER": name})
+        started.append((manager, client))
+    try:
+        facts = [json.loads(_ask(client, "import json, os, sys, numpy; print(json.dumps([os.getpid(), os.getppid(), "
+                                         "os.getcwd(), os.environ['LAB_MARKER'], numpy.random.rand(), "
+                                         "'sklearn.ensemble' in sys.modules, "
+                                         "len(get_ipython().events.callbacks['post_run_cell'])]))"))
+                 for _, client in started]
+        (pid_a, server, cwd_a, marker_a, random_a, preloaded_a, hooks_a) = facts[0]
+        (pid_b, server_b, _, marker_b, random_b, _, _) = facts[1]
+        forking_spec.append(server)
+        assert server == server_b and server not in (pid_a, pid_b)  # both forked from the one server
+        assert (cwd_a, marker_a, marker_b) == (str(workdir), "a", "b")  # the launcher's cwd and environment
+        assert random_a != random_b  # each kernel has its own random state, as a fresh process would
+        assert preloaded_a and hooks_a >= 1  # libraries already imported; memory released after each cell
+        # The libraries' pages are shared: most of what each kernel maps is not its own.
+        memory = _rollup_mb(pid_b)
+        assert memory["Private_Clean"] + memory["Private_Dirty"] < 0.5 * memory["Rss"], memory
+
+        # Interrupt reaches the kernel through the launcher.
+        manager, client = started[0]
+        client.execute("import time; time.sleep(60)")
+        time.sleep(1)
+        manager.interrupt_kernel()
+        reply = client.get_shell_msg(timeout=30)
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+
+        # A shut-down kernel's process ends; a killed launcher takes its kernel with it.
+        manager.shutdown_kernel()
+        _wait_gone(pid_a)
+        manager_b, _ = started[1]
+        manager_b.provisioner.process.kill()
+        _wait_gone(pid_b)
+        assert os.path.exists(f"/proc/{server}")  # the server stays for the next kernel
+    finally:
+        for manager, client in started:
+            client.stop_channels()
+            if manager.has_kernel:
+                manager.shutdown_kernel(now=True)
+
+
+@linux_only
+def test_a_kernel_still_starts_when_the_preloaded_server_cannot(forking_spec, tmp_path, monkeypatch):
+    from jupyter_client.manager import start_new_kernel
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing"))  # the server cannot bind its socket
+    monkeypatch.setenv("MLOPS_LAB_FORK_SERVER_TIMEOUT", "3")
+    manager, client = start_new_kernel(kernel_name="python3", startup_timeout=120)
+    try:
+        pid = int(_ask(client, "import os; print(os.getpid())"))
+        assert pid == manager.provisioner.process.pid  # the launcher became a plain ipykernel
+        assert _ask(client, "print(6 * 7)") == "42"
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def _wait_gone(pid: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return
+        if state == "Z":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} still running after {timeout} s")
+
+
+@linux_only
+@pytest.mark.parametrize("fork", ["1", "0"])
+def test_binder_start_installs_the_forking_kernel_unless_turned_off(tmp_path, fork):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_LAB_", "BINDER_", "JUPYTER_"))}
+    env.update(HOME=str(ROOT), TMPDIR=str(tmp_path), MLOPS_LAB_FORK_KERNELS=fork,
+               PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]))
+    probe = ("import json; from jupyter_client.kernelspec import KernelSpecManager; "
+             "print(json.dumps(KernelSpecManager().get_kernel_spec('python3').argv))")
+    result = subprocess.run([str(ROOT / "binder" / "start"), sys.executable, "-c", probe], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    argv = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (str(FORKING_KERNEL) in argv) == (fork == "1"), argv

@@ -1,0 +1,277 @@
+"""Python kernels forked from one process that has already imported the course's libraries.
+
+Why: JupyterLab keeps every notebook's kernel alive, and on Binder they all share 2 GB. Each kernel
+imports the same libraries (pandas, pyarrow, SciPy, scikit-learn, MLflow, matplotlib, IPython): about
+240 MB of memory per kernel, nine times over. Kernels forked from one process that imported them once
+share those pages copy-on-write, so each kernel only adds what its own notebook creates.
+
+How: `binder/start` installs a `python3` kernelspec whose command is this script (the launcher). The
+launcher asks the pre-loaded server (started on first use; one per Python and PYTHONPATH) to fork a
+kernel with the launcher's arguments, environment, working directory and stdio, then stands in for
+it: Jupyter's signals (interrupt, terminate, kill) reach the kernel's process group, and the launcher
+exits with the kernel's exit code. If the launcher is killed, the server kills the kernel. Anything
+wrong with the server means a plain `python -m ipykernel_launcher`, as before.
+
+    python forking_kernel.py -f CONNECTION_FILE   the launcher (the kernelspec's argv)
+    python forking_kernel.py --serve SOCKET       the pre-loaded server (the launcher starts it)
+    python forking_kernel.py --install DIR        write DIR/kernels/python3/ (then JUPYTER_PATH=DIR)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# What every lab's kernel imports sooner or later; a module that fails to import is skipped.
+PRELOAD = (
+    "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IPython.core.interactiveshell", "pdb",
+    "ipywidgets",
+    "numpy", "pandas", "pyarrow", "scipy.stats", "scipy.sparse", "sklearn.base", "sklearn.pipeline",
+    "sklearn.compose", "sklearn.preprocessing", "sklearn.impute", "sklearn.ensemble", "sklearn.linear_model",
+    "sklearn.metrics", "sklearn.model_selection", "threadpoolctl", "matplotlib", "matplotlib.pyplot",
+    "matplotlib_inline.backend_inline", "mlflow", "mlflow.models", "mlflow.tracking", "mlflow.sklearn",
+    "mlflow.pyfunc", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+    "pandera.pandas", "pydantic", "fastapi", "fastapi.testclient", "httpx", "uvicorn", "docker", "psutil",
+    "yaml", "jinja2",
+)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+# The first kernel waits for the imports (about 10 s on Binder's one CPU); later ones start at once.
+READY_TIMEOUT = float(os.environ.get("MLOPS_LAB_FORK_SERVER_TIMEOUT", "90"))
+
+
+def socket_path() -> Path:
+    """One server per interpreter and PYTHONPATH: a kernel must see the modules a plain one would."""
+    key = hashlib.sha256(f"{sys.executable}\0{os.environ.get('PYTHONPATH', '')}".encode()).hexdigest()[:12]
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(runtime) / f"mlops-lab-kernels-{os.getuid()}-{key}.sock"
+
+
+# --- the launcher -------------------------------------------------------------------------------
+
+def _connect(path: Path) -> socket.socket:
+    """Connect to the server, starting it (once, under a lock) when nobody listens yet."""
+    import fcntl
+
+    def attempt() -> socket.socket | None:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(str(path))
+            return conn
+        except OSError:
+            conn.close()
+            return None
+
+    if conn := attempt():
+        return conn
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if conn := attempt():
+            return conn
+        log = open(f"{path}.log", "ab")
+        import subprocess
+
+        subprocess.Popen([sys.executable, __file__, "--serve", str(path)], stdin=subprocess.DEVNULL,
+                         stdout=log, stderr=log, start_new_session=True, cwd="/")
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if conn := attempt():
+                return conn
+            time.sleep(0.1)
+    raise OSError(f"the kernel server did not start in {READY_TIMEOUT:.0f} s (see {path}.log)")
+
+
+def launch(argv: list[str]) -> int:
+    try:
+        conn = _connect(socket_path())
+        request = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode() + b"\n"
+        socket.send_fds(conn, [request], [0, 1, 2])
+        reply = conn.makefile("rb")
+        pid = int(json.loads(reply.readline())["pid"])
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"forking_kernel: {exc}; starting a plain kernel instead", file=sys.stderr, flush=True)
+        os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *argv])
+
+    def relay(signum, _frame):
+        try:
+            os.killpg(pid, signum)  # the kernel leads its own group, with whatever it started
+        except ProcessLookupError:
+            pass
+
+    for signum in SIGNALS:
+        signal.signal(signum, relay)
+    line = reply.readline()  # the server writes the exit code when the kernel ends
+    return int(json.loads(line)["exit"]) if line else 1
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+def _preload() -> None:
+    import importlib
+
+    # What ipykernel would set before the notebook imports matplotlib (the inline backend).
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # pyarrow's jemalloc pool runs a background thread, and a fork copies no threads.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # an optional library missing or broken: the kernel imports it itself
+            print(f"forking_kernel: not preloaded: {name} ({type(exc).__name__}: {exc})", file=sys.stderr)
+
+
+def _kernel(request: dict, fds: list[int], keep_closed: list) -> None:
+    """In the forked child: become the kernel a plain launch would have started. Never returns."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        for item in keep_closed:
+            item.close() if hasattr(item, "close") else os.close(item)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in SIGNALS[1:]:
+            signal.signal(signum, signal.SIG_DFL)
+        os.setsid()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = [str(Path(__import__("ipykernel_launcher").__file__)), *request["argv"]]
+        import random
+
+        import numpy
+
+        random.seed()
+        numpy.random.seed()  # a fresh process would not share its global random state with its siblings
+        from ipykernel import kernelapp
+
+        kernelapp.launch_new_instance()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        import atexit
+
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def _read_request(conn: socket.socket) -> tuple[dict, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
+    while not data.endswith(b"\n"):
+        more = conn.recv(1 << 20)
+        if not more:
+            raise OSError("the launcher hung up")
+        data += more
+    return json.loads(data), fds
+
+
+def serve(path: Path) -> None:
+    import gc
+
+    sys.path[:] = [p for p in sys.path if p != str(Path(__file__).resolve().parent)]
+    _preload()
+    gc.collect()
+    gc.freeze()  # the collector would otherwise touch (and so copy) every preloaded object in each kernel
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    os.chmod(path, 0o600)
+    listener.listen(16)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    kernels: dict[int, socket.socket] = {}  # kernel pid -> its launcher's connection
+    print(f"forking_kernel: serving on {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    while True:
+        ready, _, _ = select.select([listener, wake_r, *kernels.values()], [], [])
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                conn = kernels.pop(pid, None)
+                if conn is not None:
+                    try:
+                        conn.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+                    except OSError:
+                        pass
+                    conn.close()
+        for pid, conn in list(kernels.items()):
+            if conn in ready and not conn.recv(1):  # the launcher is gone (killed): so is its kernel
+                del kernels[pid]
+                conn.close()
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if listener in ready:
+            conn, _ = listener.accept()
+            try:
+                request, fds = _read_request(conn)
+            except (OSError, ValueError):
+                conn.close()
+                continue
+            pid = os.fork()
+            if pid == 0:
+                _kernel(request, fds, [listener, wake_r, wake_w, *kernels.values(), conn])
+            for fd in fds:
+                os.close(fd)
+            kernels[pid] = conn
+            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+
+
+# --- the kernelspec -----------------------------------------------------------------------------
+
+def install(folder: Path) -> Path:
+    """Write folder/kernels/python3: the usual ipykernel spec, launched through this script."""
+    import shutil
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    target = folder / "kernels" / "python3"
+    target.mkdir(parents=True, exist_ok=True)
+    original = Path(KernelSpecManager().get_kernel_spec("python3").resource_dir)
+    if original.resolve() != target.resolve():
+        for item in original.iterdir():
+            if item.name != "kernel.json":
+                shutil.copy(item, target / item.name)
+    spec = json.loads((original / "kernel.json").read_text())
+    # mlops_lab.learner hands memory glibc keeps back after each cell (a kernel at rest stays small).
+    spec["argv"] = [sys.executable, str(Path(__file__).resolve()), "-f", "{connection_file}",
+                    "--InteractiveShellApp.extensions=mlops_lab.learner"]
+    (target / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return target
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        serve(Path(sys.argv[2]))
+    elif sys.argv[1:2] == ["--install"]:
+        print(install(Path(sys.argv[2])))
+
+    else:
+        sys.exit(launch(sys.argv[1:]))
