@@ -114,9 +114,13 @@ def _memory() -> Check:
         where = f"{available:.1f} GiB available"
     if available >= LOW_MEMORY_GIB:
         return Check("memory", True, f"{where} (a lab needs about 1 GiB)")
+    from .learner import shut_down_advice  # which kernels hold the memory (issue 13)
+
+    advice = shut_down_advice(exclude_pid=os.getpid()) or (
+        "Shut down the kernels of labs you have finished (JupyterLab: File > Close and Shut Down Notebook, "
+        "or the Running Terminals and Kernels panel on the left).")
     return Check("memory", False, f"{where}: too little for the next lab. Every open notebook keeps its kernel "
-                 "(and any server it started) in memory: shut down the kernels of labs you have finished "
-                 "(JupyterLab: Kernel > Shut Down All Kernels, or the Running panel on the left).")
+                 f"(and any server it started) in memory. {advice}")
 
 
 def _cpus() -> Check:

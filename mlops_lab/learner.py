@@ -12,6 +12,7 @@ which JupyterLab keeps when it saves.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 from dataclasses import dataclass
@@ -124,3 +125,62 @@ def release_memory() -> None:
 def load_ipython_extension(ipython) -> None:
     """`%load_ext mlops_lab.learner` (Binder's kernelspec loads it): release memory after each cell."""
     ipython.events.register("post_run_cell", lambda _result: release_memory())
+
+
+@dataclass(frozen=True)
+class RunningKernel:
+    notebook: str       # the notebook JupyterLab started it for
+    pid: int
+    megabytes: float    # what shutting it down gives back: its own memory and that of servers it started
+
+
+def running_kernels() -> list[RunningKernel]:
+    """This machine's (this user's) Jupyter kernels with their notebook and memory, largest first.
+
+    A kernel's command line names its connection file and its environment the notebook
+    (``JPY_SESSION_NAME``); the process listening on that file's shell port is the kernel (the launcher
+    itself for a plain kernel; a forked child of the pre-loaded server on Binder)."""
+    import json
+
+    import psutil
+
+    notebooks: dict[int, str] = {}   # shell port -> notebook
+    candidates: list[psutil.Process] = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        text = " ".join(cmd)
+        if "forking_kernel" in text and "--serve" in cmd:
+            with contextlib.suppress(psutil.Error):
+                candidates += proc.children()
+            continue
+        if "-f" not in cmd or not ("ipykernel" in text or "forking_kernel" in text):
+            continue
+        candidates.append(proc)
+        try:
+            settings = json.loads(Path(cmd[cmd.index("-f") + 1]).read_text())
+            notebook = proc.environ().get("JPY_SESSION_NAME") or "a notebook"
+            notebooks[int(settings["shell_port"])] = Path(notebook).name
+        except (psutil.Error, OSError, IndexError, KeyError, ValueError):
+            continue
+    kernels = []
+    for proc in candidates:
+        try:
+            ports = {c.laddr.port for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+            port = next((p for p in ports if p in notebooks), None)
+            if port is None:
+                continue
+            uss = sum(p.memory_full_info().uss for p in (proc, *proc.children(recursive=True)))
+        except psutil.Error:
+            continue
+        kernels.append(RunningKernel(notebooks[port], proc.pid, uss / 2**20))
+    return sorted(kernels, key=lambda k: -k.megabytes)
+
+
+def shut_down_advice(exclude_pid: int | None = None, limit: int = 4) -> str:
+    """Which kernels to shut down to free memory, for a warning ('' when none is known)."""
+    others = [k for k in running_kernels() if k.pid != exclude_pid][:limit]
+    if not others:
+        return ""
+    listed = ", ".join(f"{k.notebook} ({k.megabytes:.0f} MB)" for k in others)
+    return (f"Kernels still running: {listed}. Shut down those you are done with: in JupyterLab, "
+            "File > Close and Shut Down Notebook, or the Running Terminals and Kernels panel on the left.")

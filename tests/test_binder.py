@@ -9,9 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from mlops_lab import config, course
+from mlops_lab import config, course, learner
 
 from .conftest import ROOT
 
@@ -61,9 +62,16 @@ def test_limits_come_from_the_containers_cgroup_not_the_host():
 def test_doctor_warns_when_the_container_is_nearly_full(monkeypatch):
     # 2 GB Binder container with 1.6 GB in use: the kernels of earlier labs are still running
     monkeypatch.setattr(config, "memory_limit", lambda: (2 * 2**30, int(1.6 * 2**30)))
+    kernels = [learner.RunningKernel("02_train_and_track.ipynb", 11, 161.0),
+               learner.RunningKernel("01_data.ipynb", 12, 148.4)]
+    monkeypatch.setattr(learner, "running_kernels", lambda: kernels)
     check = course._memory()
     assert not check.ok and "0.4 GiB free of this container's 2.0 GiB limit" in check.detail
-    assert "shut down the kernels" in check.detail
+    # which kernels hold the memory, largest first, and where JupyterLab shuts them down
+    assert "02_train_and_track.ipynb (161 MB), 01_data.ipynb (148 MB)" in check.detail
+    assert "Running Terminals and Kernels panel" in check.detail
+    monkeypatch.setattr(learner, "running_kernels", lambda: [])  # none found: the general advice
+    assert "Shut down the kernels of labs you have finished" in course._memory().detail
     monkeypatch.setattr(config, "memory_limit", lambda: (2 * 2**30, int(0.3 * 2**30)))
     assert course._memory().ok
 
@@ -207,3 +215,31 @@ def test_binder_start_installs_the_forking_kernel_unless_turned_off(tmp_path, fo
     assert result.returncode == 0, result.stderr
     argv = json.loads(result.stdout.strip().splitlines()[-1])
     assert (str(FORKING_KERNEL) in argv) == (fork == "1"), argv
+
+
+@linux_only
+def test_running_kernels_names_each_kernels_notebook_and_memory(forking_spec, tmp_path, monkeypatch):
+    """Both kinds of kernel: forked from the pre-loaded server, and plain (the kernelspec without it)."""
+    from jupyter_client.manager import start_new_kernel
+
+    started = []
+    try:
+        for notebook, plain in (("labs/01_data.ipynb", False), ("labs/02_train_and_track.ipynb", True)):
+            env = {**os.environ, "JPY_SESSION_NAME": str(tmp_path / notebook)}
+            if plain:
+                env.pop("JUPYTER_PATH")
+                monkeypatch.delenv("JUPYTER_PATH")
+            started.append(start_new_kernel(kernel_name="python3", startup_timeout=120, env=env))
+        pids = [int(_ask(client, "import os; print(os.getpid())")) for _, client in started]
+        _ask(started[1][1], "import numpy; held = numpy.ones(40 * 2**20 // 8)")  # 40 MB more
+        forking_spec.append(psutil.Process(pids[0]).ppid())
+        found = {k.pid: k for k in learner.running_kernels()}
+        forked, plain = found[pids[0]], found[pids[1]]
+        assert (forked.notebook, plain.notebook) == ("01_data.ipynb", "02_train_and_track.ipynb")
+        assert plain.megabytes > forked.megabytes + 30  # the plain one imported its own libraries, and holds 40 MB
+        advice = learner.shut_down_advice(exclude_pid=pids[0])
+        assert "02_train_and_track.ipynb (" in advice and "01_data.ipynb" not in advice
+    finally:
+        for manager, client in started:
+            client.stop_channels()
+            manager.shutdown_kernel(now=True)
