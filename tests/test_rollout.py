@@ -1,12 +1,24 @@
 """Safe rollout (issue 12): the rollout state in the real registry, then a real uvicorn server
 following it under continuous traffic (shadow, canary, promotion, abort, rollback)."""
 
+import json
+import math
+import os
+import threading
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
 import pytest
 
 from mlops_lab import data, registry, training
 from mlops_lab.errors import LabError
+from mlops_lab.serving import start_server, to_payload
+from mlops_lab.serving.app import canary_bucket
 
-from .conftest import using_home
+from .broken_models import SqueezesItsInput
+from .conftest import ROOT, using_home
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +31,9 @@ def store(tmp_path_factory):
             "weak": training.train_and_log("logistic_regression", train, valid, C=0.01),
             "boosted": training.train_and_log("gradient_boosting", train, valid, max_iter=60),
         }
+        broken = training.train("logistic_regression", train, valid, C=0.1)
+        broken.pipeline.steps[-1] = ("model", SqueezesItsInput(broken.pipeline.named_steps["model"]))
+        runs["broken"] = training.log_training_run(broken, valid, run_name="breaks on one payment")
         yield home, runs, holdout
 
 
@@ -130,3 +145,178 @@ def test_a_moved_challenger_alias_ends_in_the_champion_answering(in_store):
     registry.start_canary(0.2, name=name)
     registry.set_alias("challenger", stranger, name=name)
     assert registry.rollout(name) == registry.Rollout(champion.challenger_version, None, "off", 0.0)
+
+
+# --------------------------------------------------------------------------- the server under traffic
+
+TOKEN = "rollout-token"
+ANSWER_KEYS = {"transaction_id", "request_id", "score", "decision", "threshold", "model_version"}
+
+
+def test_canary_buckets_are_stable_across_processes():
+    # blake2b of the transaction_id, not Python's salted hash(): every server process routes a payment alike
+    assert canary_bucket("tx-20260302-5-00000000") == pytest.approx(0.436412874, abs=1e-9)
+    buckets = np.array([canary_bucket(f"tx-{i}") for i in range(20_000)])
+    assert abs((buckets < 0.1).mean() - 0.1) < 0.01 and abs((buckets < 0.5).mean() - 0.5) < 0.02
+
+
+class Traffic:
+    """A client thread sending payments one at a time, without pause, until stopped. Every answer is
+    kept with the phase the test had declared when the request was sent."""
+
+    def __init__(self, url: str, payments: pd.DataFrame):
+        self.url, self.bodies = url, to_payload(payments)
+        self.phase, self.answers, self.failures = "start", [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        with httpx.Client(timeout=10) as client:
+            i = 0
+            while not self._stop.is_set():
+                body, phase = self.bodies[i % len(self.bodies)], self.phase
+                i += 1
+                try:
+                    if i % 25 == 0:  # now and then a batch: the same routing, payment by payment
+                        start = i % (len(self.bodies) - 8)
+                        response = client.post(f"{self.url}/predict/batch",
+                                               json={"transactions": self.bodies[start:start + 8]})
+                        answers = response.json()["predictions"] if response.status_code == 200 else [None]
+                    else:
+                        response = client.post(f"{self.url}/predict", json=body)
+                        answers = [response.json()] if response.status_code == 200 else [None]
+                except Exception as exc:  # a refused connection, a reset, a timeout: all failures
+                    self.failures.append((phase, repr(exc)))
+                    continue
+                if response.status_code != 200:
+                    self.failures.append((phase, response.status_code, response.text[:300]))
+                    continue
+                for answer in answers:
+                    self.answers.append((phase, answer, len(answers)))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+
+    def in_phase(self, phase: str, alone: bool = False) -> list[dict]:
+        """The answers in ``phase`` (with ``alone``, only those to single payments, not batches)."""
+        return [a for p, a, n in self.answers if p == phase and (n == 1 or not alone)]
+
+    def wait(self, phase: str, n: int, timeout: float = 20):
+        deadline = time.monotonic() + timeout
+        while len(self.in_phase(phase)) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(self.in_phase(phase)) >= n, f"only {len(self.in_phase(phase))} answers in phase {phase}"
+
+
+def test_rollout_under_traffic_fails_no_request(in_store, tmp_path, monkeypatch):
+    runs, holdout = in_store
+    name = "rollout-http"
+    a = registry.promote_if_better(registry.register(runs["baseline"], name=name), holdout, name=name).challenger_version
+    b = registry.register(runs["weak"], name=name)
+    broken = registry.register(runs["broken"], name=name)
+    payments = data.simulate_transactions(1000, start="2026-03-02", seed=5)
+    log_path = tmp_path / "predictions.jsonl"
+    # an earlier store's registry URI exported into the environment must not leak into the server
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{tmp_path / 'another-store.db'}")
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # tests.broken_models
+    started = time.monotonic()
+    with start_server(name=name, admin_token=TOKEN, poll_seconds=0.3, prediction_log=log_path, env=env) as server, \
+            Traffic(server.url, payments) as traffic, httpx.Client(timeout=30) as admin:
+
+        def version() -> dict:
+            return admin.get(f"{server.url}/version").json()
+
+        def change(step, phase: str, champion: str, mode: str = "off", share: float = 0.0, candidate=None,
+                   reload: bool = True):
+            """Change the registry (``step``), apply it (reload, or wait for the poller), check /version;
+            answers to requests sent meanwhile belong to no phase."""
+            traffic.phase = "changing"
+            step()
+            if reload:
+                response = admin.post(f"{server.url}/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+                assert response.status_code == 200, response.text
+            expected = {"mode": mode, "share": share, "candidate_version": candidate}
+            deadline = time.monotonic() + 20
+            while (version()["version"], version()["rollout"]) != (champion, expected):
+                assert time.monotonic() < deadline, f"/version still says {version()}, expected v{champion} {expected}"
+                time.sleep(0.1)
+            traffic.phase = phase
+
+        traffic.phase = "off-a"
+        traffic.wait("off-a", 50)
+        change(lambda: registry.start_shadow(b, name=name), "shadow-b", a, "shadow", 0.0, b)
+        traffic.wait("shadow-b", 100)
+        change(lambda: registry.start_canary(0.1, name=name), "canary-10", a, "canary", 0.1, b)
+        traffic.wait("canary-10", 500)
+        # the poller picks this one up on its own
+        change(lambda: registry.start_canary(0.5, name=name), "canary-50", a, "canary", 0.5, b, reload=False)
+        traffic.wait("canary-50", 500)
+        change(lambda: registry.promote_candidate(name=name), "promoted-b", b)
+        traffic.wait("promoted-b", 50)
+        change(lambda: registry.rollback(name=name), "rolled-back-a", a, reload=False)
+        traffic.wait("rolled-back-a", 50)
+        change(lambda: registry.start_shadow(broken, name=name), "shadow-broken", a, "shadow", 0.0, broken)
+        traffic.wait("shadow-broken", 50)
+        change(lambda: registry.start_canary(0.5, name=name), "canary-broken", a, "canary", 0.5, broken)
+        traffic.wait("canary-broken", 100)
+        change(lambda: registry.abort_rollout("raises on a single payment", name=name), "aborted", a)
+        traffic.wait("aborted", 50)
+        metrics = admin.get(f"{server.url}/metrics").text
+    took = time.monotonic() - started
+
+    # zero failed requests, every answer well-formed
+    assert traffic.failures == [], traffic.failures[:5]
+    for _, answer, _ in traffic.answers:
+        assert set(answer) == ANSWER_KEYS and math.isfinite(answer["score"]) and 0 <= answer["score"] <= 1
+        assert answer["decision"] == ("flag" if answer["score"] >= answer["threshold"] else "approve")
+    served = lambda phase: {x["model_version"] for x in traffic.in_phase(phase)}  # noqa: E731
+    assert served("off-a") == served("shadow-b") == served("rolled-back-a") == {a}
+    assert served("promoted-b") == {b}
+    # a candidate that raises (on single payments; it scores batches) never answers them, never fails one
+    assert served("shadow-broken") == served("aborted") == {a}
+    assert {x["model_version"] for x in traffic.in_phase("canary-broken", alone=True)} == {a}
+
+    # canary: the hash of the transaction_id decides, so routing is sticky, and raising the share keeps
+    # the canary's payments; the share holds within 0.05 (any 500 consecutive payments of this pool
+    # hash within 0.026 of the share)
+    for phase, share in (("canary-10", 0.1), ("canary-50", 0.5)):
+        answers = traffic.in_phase(phase)
+        for x in answers:
+            assert (x["model_version"] == b) == (canary_bucket(x["transaction_id"]) < share), (phase, x)
+        observed = np.mean([x["model_version"] == b for x in answers])
+        assert abs(observed - share) < 0.05, f"{phase}: the candidate answered {observed:.1%} of {len(answers)}"
+        seen = {}
+        for x in answers:
+            seen.setdefault(x["transaction_id"], set()).add(x["model_version"])
+        assert all(len(versions) == 1 for versions in seen.values())
+        assert len(answers) > len(seen)  # some payments came back (batches repeat them), and stayed put
+
+    # the log: shadow scores from the candidate's own pipeline, errors recorded, roles right
+    records = {r["request_id"]: r for r in map(json.loads, log_path.read_text().splitlines())}
+    shadow = [records[x["request_id"]] for x in traffic.in_phase("shadow-b")]
+    assert {(r["role"], r["model_version"], r["shadow_version"]) for r in shadow} == {("champion", a, b)}
+    sample = shadow[:40]
+    frame = pd.DataFrame([r["features"] for r in sample], columns=data.feature_columns())
+    expected = training.predict_scores(registry.load(b, name=name), frame)
+    np.testing.assert_allclose([r["shadow_score"] for r in sample], expected, rtol=0, atol=1e-9)
+    assert all(r["candidate_error"] is None and r["shadow_ms"] > 0 for r in shadow)
+    canary = [records[x["request_id"]] for x in traffic.in_phase("canary-50")]
+    assert all((r["role"] == "canary") == (r["model_version"] == b) and r["shadow_version"] is None for r in canary)
+    broken_shadow = [records[x["request_id"]] for x in traffic.in_phase("shadow-broken")]
+    singles = [r for r in broken_shadow if "ValueError" in (r["candidate_error"] or "")]
+    assert len(singles) >= 40 and all(r["shadow_score"] is None and r["candidate_error"].startswith(f"v{broken} ")
+                                      for r in singles)
+    routed = [records[x["request_id"]] for x in traffic.in_phase("canary-broken", alone=True)
+              if canary_bucket(x["transaction_id"]) < 0.5]
+    assert routed and all(r["role"] == "champion" and r["model_version"] == a for r in routed)
+    assert all(r["candidate_error"].startswith(f"v{broken} ValueError") for r in routed)
+    for mode in ("shadow", "canary"):
+        line = next(x for x in metrics.splitlines()
+                    if x.startswith("cardguard_candidate_errors_total") and f'mode="{mode}"' in x)
+        assert f'version="{broken}"' in line and float(line.split()[-1]) > 0
+    assert took < 90, f"the rollout walk-through took {took:.0f} s"

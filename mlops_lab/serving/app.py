@@ -14,22 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import hmac
 import json
 import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from ..errors import LabError
 from . import protocol
-from .model import LoadedModel, load_from_bundle, load_from_registry
+from .model import LoadedModel, load_from_bundle, load_from_registry, load_version, require_registered
 from .predlog import PredictionLog
 from .protocol import Problem
 from .schemas import (
@@ -53,6 +57,7 @@ BODY_TYPES = {"/predict": (JSON,), "/predict/batch": (JSON,), "/invocations": (J
 MAX_BODY_BYTES = 1_048_576  # 1 MiB: a full batch of 1,000 payments is about 0.3 MB as JSON records
 BODY = "cardguard.body"  # where the guard leaves the body in the ASGI scope
 Scored = tuple[int, bytes, dict]  # status, JSON body, extra headers
+CHAMPION = "champion"  # registry.CHAMPION (not imported: the container's server runs without MLflow)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -79,11 +84,20 @@ class Metrics:
                                registry=self.registry)
         self.log_dropped = Counter("cardguard_prediction_log_dropped", "Prediction log records dropped (queue full)",
                                    registry=self.registry)
+        self.candidate_errors = Counter("cardguard_candidate_errors", "Payments a rollout candidate failed to score "
+                                        "(it raised, or gave a non-finite score); the champion answered them",
+                                        ["version", "mode"], registry=self.registry)
+        self.rollout = Gauge("cardguard_rollout_share", "The candidate in shadow or canary, and the share of "
+                             "payments it answers", ["mode", "candidate_version"], registry=self.registry)
         self._series: dict = {}
 
-    def serving(self, model: LoadedModel) -> None:
+    def serving(self, live: Live) -> None:
+        model = live.model
         self.model_info.clear()
         self.model_info.labels(model.name, model.version, model.alias or "", model.contract_hash).set(1)
+        self.rollout.clear()
+        if live.candidate is not None:
+            self.rollout.labels(live.mode, live.candidate.version).set(live.share)
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         # labels() looks the series up under a lock on every call: keep the children (hot path)
@@ -299,6 +313,43 @@ def single_threaded() -> None:
     threadpool_limits(limits=1)
 
 
+# --------------------------------------------------------------------------- rollout
+
+
+@dataclass(frozen=True)
+class Live:
+    """What the server serves, swapped as one reference (a request reads it once, so a change never
+    splits a request): the champion, and in a rollout the candidate with its mode and share."""
+
+    model: LoadedModel  # the champion: answers everything unless the canary takes a payment
+    candidate: LoadedModel | None = None
+    mode: str = "off"  # "off" | "shadow" | "canary"
+    share: float = 0.0
+    rollout: object = None  # the registry.Rollout this serves (None for a bundle)
+    counts: dict = dataclasses.field(default_factory=dict, compare=False)  # version -> decision -> counter
+
+    def info(self) -> dict:
+        return {**self.model.info(), "rollout": {"mode": self.mode, "share": self.share, "candidate_version":
+                                                 self.candidate.version if self.candidate else None}}
+
+
+def canary_bucket(key: str) -> float:
+    """Where a payment falls in [0, 1): a hash of its transaction_id, the same in every process and
+    on every run (Python's hash() is salted per process). A payment goes to the canary when its
+    bucket is below the share, so raising the share keeps the payments the canary had."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def _candidate_scores(candidate: LoadedModel, records: list[dict]) -> tuple[np.ndarray | None, str | None]:
+    """The candidate's scores, or None and why: a candidate must never fail a payment."""
+    try:
+        values = np.asarray(candidate.scores(records), dtype="float64")
+        if values.shape != (len(records),):
+            raise ValueError(f"{values.shape} scores for {len(records)} payments")
+    except Exception as exc:
+        return None, f"v{candidate.version} {type(exc).__name__}: {exc}"[:200]
+    return values, None
+
 
 DOCS_ASSETS = "/docs-assets"
 
@@ -346,6 +397,7 @@ def create_app(
     It is loaded once, off the request path, when the server starts; ``/ready`` answers 503
     (with the reason) until the model has scored its serving examples. Bodies larger than
     ``max_body_bytes`` (default MLOPS_LAB_MAX_BODY_BYTES, else 1 MiB) get 413 unread."""
+    follow_rollout = load_model is None and bundle is None and alias == CHAMPION
     if load_model is None:
         if bundle is not None:
             def load_model():
@@ -356,44 +408,90 @@ def create_app(
     if max_body_bytes is None:
         max_body_bytes = int(os.environ.get("MLOPS_LAB_MAX_BODY_BYTES") or MAX_BODY_BYTES)
     metrics = Metrics()
-    state = {"model": None, "reason": "loading the model", "log": None, "decisions": {}}
+    state = {"live": None, "reason": "loading the model", "log": None}
     reload_lock = asyncio.Lock()
+    loaded: dict[str, LoadedModel] = {}  # by version: only what the live rollout needs, so memory stays flat
 
-    def install(model: LoadedModel) -> None:
-        """Serve ``model`` from now on: one reference swap, so in-flight requests finish on the old one."""
+    def model_at(version: str, role: str) -> LoadedModel:
+        model = loaded.get(version) or load_version(version, name, role)
+        return model if model.alias == role else dataclasses.replace(model, alias=role)
+
+    def load_live(force: bool) -> Live | None:
+        """What the server should serve now (runs in a worker thread: loading takes seconds), or
+        None when that is what it serves already. A candidate that cannot load leaves the champion
+        serving alone, with the reason logged; the poller does not retry it until the rollout changes."""
+        if not follow_rollout:
+            return Live(load_model())
+        from .. import registry
+
+        current = state["live"]
+        wanted = registry.rollout(name)
+        if not force and current is not None and current.rollout == wanted:
+            return None
+        if wanted.champion is None:
+            require_registered(CHAMPION, name)  # raises the LabError that says how to get a champion
+        champion = model_at(wanted.champion, CHAMPION)
+        candidate = None
+        if wanted.candidate is not None:
+            try:
+                candidate = model_at(wanted.candidate, "challenger")
+            except Exception as exc:
+                metrics.reloads.labels("failed").inc()
+                log.error("candidate v%s cannot be loaded, the champion v%s answers alone: %s", wanted.candidate,
+                          champion.version, exc)
+        loaded.clear()  # drop versions no longer needed (in-flight requests keep theirs alive)
+        loaded.update({m.version: m for m in (champion, candidate) if m is not None})
+        if candidate is None:
+            return Live(champion, rollout=wanted)
+        return Live(champion, candidate, wanted.mode, wanted.share, wanted)
+
+    def install(live: Live) -> None:
+        """Serve ``live`` from now on: one reference swap, so in-flight requests finish on the old one."""
         single_threaded()
-        state["decisions"] = {d: metrics.predictions.labels(model.version, d) for d in ("flag", "approve")}
-        state["model"], state["reason"] = model, ""
-        metrics.serving(model)
+        counts = {m.version: {d: metrics.predictions.labels(m.version, d) for d in ("flag", "approve")}
+                  for m in (live.model, live.candidate) if m is not None}
+        live = dataclasses.replace(live, counts=counts)
+        state["live"], state["reason"] = live, ""
+        metrics.serving(live)
         metrics.reloads.labels("loaded").inc()
+
+    async def refresh(force: bool = False) -> tuple[Live | None, Live | None]:
+        """(old, new) after loading what is needed off the request path; new is None when nothing changed."""
+        old = state["live"]
+        new = await asyncio.to_thread(load_live, force)
+        if new is not None:
+            install(new)
+            if old is None or old.info() != new.info():
+                m = new.model
+                log.info("serving %s v%s (%s), threshold %.6f, fast path %s; rollout %s", m.name, m.version,
+                         m.source, m.threshold, "on" if m.scorer else "off", new.info()["rollout"])
+        return old, new
 
     async def load_into_state() -> None:
         try:
-            model = await asyncio.to_thread(load_model)
+            await refresh(force=True)
         except LabError as exc:
             state["reason"] = f"model not ready: {exc}"
             log.error(state["reason"])
             metrics.reloads.labels("failed").inc()
-            return
         except Exception as exc:  # a broken store or an unexpected bug: say so, stay up
             state["reason"] = f"model not ready: {type(exc).__name__}: {exc}"
             log.exception(state["reason"])
             metrics.reloads.labels("failed").inc()
-            return
-        install(model)
-        log.info("serving %s v%s (%s), threshold %.6f, fast path %s", model.name, model.version, model.source,
-                 model.threshold, "on" if model.scorer else "off")
 
     async def poll_alias() -> None:
         while True:
             await asyncio.sleep(poll_seconds)
             try:
-                from .. import registry
+                async with reload_lock:
+                    if follow_rollout:
+                        await (refresh() if state["live"] is not None else load_into_state())
+                        continue  # one registry call when nothing changed
+                    from .. import registry
 
-                current = state["model"]
-                latest = await asyncio.to_thread(registry.alias_version, alias, name)
-                if latest is not None and (current is None or latest != current.version):
-                    async with reload_lock:
+                    current = state["live"]
+                    latest = await asyncio.to_thread(registry.alias_version, alias, name)
+                    if latest is not None and (current is None or latest != current.model.version):
                         await load_into_state()
             except Exception:
                 log.exception("alias poller: could not check the registry")
@@ -439,25 +537,89 @@ def create_app(
     def not_ready() -> Response:
         return problem(503, state["reason"] or "model not loaded")
 
-    def score(model: LoadedModel, transactions) -> tuple[list[dict], float]:
+    def score_rollout(live: Live, records: list[dict], ids: list) -> tuple[list[dict], float]:
+        """Shadow: both models score every payment, the champion answers. Canary: the candidate answers
+        the payments whose transaction_id hashes below the share. Whatever the candidate does (raise,
+        a non-finite score), the champion answers instead and the error is counted and logged."""
+        champion, candidate = live.model, live.candidate
+        request_ids = [os.urandom(16).hex() for _ in records]
+        n = len(records)
+        answer: list = [champion] * n
+        cand_scores: list = [None] * n
+        errors: list = [None] * n
+        if live.mode == "shadow":
+            asked = list(range(n))
+        else:
+            asked = [i for i in range(n) if canary_bucket(ids[i] or request_ids[i]) < live.share]
+        started = time.perf_counter()
+        cand_ms = 0.0
+        if asked:
+            values, problem = _candidate_scores(candidate, [records[i] for i in asked])
+            cand_ms = (time.perf_counter() - started) * 1000
+            for j, i in enumerate(asked):
+                value = None if values is None else float(values[j])
+                if value is None or not np.isfinite(value):
+                    errors[i] = problem or f"v{candidate.version} non-finite score {value}"
+                else:
+                    cand_scores[i] = value
+                    if live.mode == "canary":
+                        answer[i] = candidate
+            failed = sum(e is not None for e in errors)
+            if failed:
+                metrics.candidate_errors.labels(candidate.version, live.mode).inc(failed)
+                if not state.setdefault("candidate_errors_logged", set()) >= {candidate.version}:
+                    state["candidate_errors_logged"].add(candidate.version)  # the first one; /metrics counts
+                    log.warning("candidate v%s failed on a payment, the champion answered: %s", candidate.version,
+                                next(e for e in errors if e))
+        champ_rows = [i for i in range(n) if answer[i] is champion]
+        champ_started = time.perf_counter()
+        champ_scores = champion.scores([records[i] for i in champ_rows]).tolist() if champ_rows else []
+        champ_ms = (time.perf_counter() - champ_started) * 1000
+        took = time.perf_counter() - started
+        scores = dict(zip(champ_rows, champ_scores, strict=True))
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        write, shadow = state["log"].write, live.mode == "shadow"
+        out = []
+        for i in range(n):
+            model = answer[i]
+            value = scores[i] if model is champion else cand_scores[i]
+            decision = "flag" if value >= model.threshold else "approve"
+            live.counts[model.version][decision].inc()
+            write({"request_id": request_ids[i], "transaction_id": ids[i], "timestamp": now, "features": records[i],
+                   "score": value, "decision": decision, "model_version": model.version,
+                   "score_ms": round(champ_ms if model is champion else cand_ms, 3),
+                   "role": "champion" if model is champion else "canary",
+                   "shadow_version": candidate.version if shadow else None,
+                   "shadow_score": cand_scores[i] if shadow else None,
+                   "shadow_ms": round(cand_ms, 3) if shadow else None, "candidate_error": errors[i]})
+            out.append({"transaction_id": ids[i], "request_id": request_ids[i], "score": value, "decision": decision,
+                        "threshold": model.threshold, "model_version": model.version})
+        return out, took
+
+    def score(live: Live, transactions) -> tuple[list[dict], float]:
         """Score, log (off the request path) and count; the answers as dicts, and the scoring time."""
         records, ids = [], []
         for tx in transactions:
             values = dict(tx.__dict__)  # the validated fields (cheaper than model_dump)
             ids.append(values.pop("transaction_id"))
             records.append(values)
+        if live.mode != "off":
+            return score_rollout(live, records, ids)
+        model = live.model
         started = time.perf_counter()
         scores = model.scores(records)
         took = time.perf_counter() - started
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        decisions, write = state["decisions"], state["log"].write
+        decisions, write, ms = live.counts[model.version], state["log"].write, round(took * 1000, 3)
         out = []
         for record, tx_id, value in zip(records, ids, scores.tolist(), strict=True):
             decision = "flag" if value >= model.threshold else "approve"
             request_id = os.urandom(16).hex()  # as random as uuid4().hex, a third of the cost
             decisions[decision].inc()
             write({"request_id": request_id, "transaction_id": tx_id, "timestamp": now, "features": record,
-                   "score": value, "decision": decision, "model_version": model.version})
+                   "score": value, "decision": decision, "model_version": model.version, "score_ms": ms,
+                   "role": "champion", "shadow_version": None, "shadow_score": None, "shadow_ms": None,
+                   "candidate_error": None})
             out.append({"transaction_id": tx_id, "request_id": request_id, "score": value, "decision": decision,
                         "threshold": model.threshold, "model_version": model.version})
         return out, took
@@ -479,10 +641,10 @@ def create_app(
             tx = protocol.validate_json(transaction, body)
         except Problem as p:
             return refused(p)
-        model = state["model"]  # one reference for the whole request: a swap cannot split it
-        if model is None:
+        live = state["live"]  # one reference for the whole request: a swap cannot split it
+        if live is None:
             return unready()
-        out, took = score(model, [tx])
+        out, took = score(live, [tx])
         return scored(out[0], took)
 
     def batch_body(body: bytes, content_type: str) -> Scored:
@@ -490,10 +652,10 @@ def create_app(
             payload = protocol.validate_json(batch, body)
         except Problem as p:
             return refused(p)
-        model = state["model"]
-        if model is None:
+        live = state["live"]
+        if live is None:
             return unready()
-        out, took = score(model, payload.transactions)
+        out, took = score(live, payload.transactions)
         return scored({"predictions": out}, took)
 
     def invocations_body(body: bytes, content_type: str) -> Scored:
@@ -505,10 +667,10 @@ def create_app(
             transactions = protocol.validate_rows(key, rows)
         except Problem as p:
             return refused(p)
-        model = state["model"]
-        if model is None:
+        live = state["live"]
+        if live is None:
             return unready()
-        out, took = score(model, transactions)
+        out, took = score(live, transactions)
         return scored({"predictions": [[1 - p["score"], p["score"]] for p in out]}, took)
 
     handlers.update({"/predict": predict_body, "/predict/batch": batch_body, "/invocations": invocations_body})
@@ -541,10 +703,10 @@ def create_app(
     @app.get("/ready", summary="The model is loaded and has answered its serving examples",
              response_model=Status, responses=_problems(503))
     async def ready():
-        model = state["model"]
-        if model is None:
+        live = state["live"]
+        if live is None:
             return not_ready()
-        return {"status": "ready", "model_version": model.version}
+        return {"status": "ready", "model_version": live.model.version}
 
     @app.get("/ping", summary="MLflow's and SageMaker's health check: 200 once the model serves",
              response_model=Status, responses=_problems(503))
@@ -554,10 +716,10 @@ def create_app(
     @app.get("/version", response_model=VersionInfo, summary="Which model is serving, on which data contract",
              responses=_problems(503))
     async def version():
-        model = state["model"]
-        if model is None:
+        live = state["live"]
+        if live is None:
             return not_ready()
-        return model.info()
+        return live.info()
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
@@ -579,16 +741,20 @@ def create_app(
             return problem(401, "send 'Authorization: Bearer <MLOPS_LAB_ADMIN_TOKEN>'",
                            headers={"WWW-Authenticate": f'Bearer realm="cardguard"{error}'})
         async with reload_lock:
-            old = state["model"]
             try:
-                new = await asyncio.to_thread(load_model)  # load and validate off the request path
+                old, new = await refresh(force=True)  # load and validate off the request path
             except Exception as exc:
+                old = state["live"]
                 metrics.reloads.labels("failed").inc()
-                log.error("reload failed, still serving v%s: %s", old.version if old else "none", exc)
+                log.error("reload failed, still serving v%s: %s", old.model.version if old else "none", exc)
                 return problem(409, f"reload failed, still serving the old model: {exc}")
-            install(new)
-        log.info("reloaded: v%s -> v%s", old.version if old else "none", new.version)
-        return {"old_version": old.version if old else None, "new_version": new.version}
+        old_version = old.model.version if old else None
+        log.info("reloaded: v%s -> v%s", old_version or "none", new.model.version)
+        wanted = new.rollout
+        if wanted is not None and wanted.candidate is not None and new.candidate is None:
+            return problem(409, f"candidate v{wanted.candidate} could not be loaded (the server log says why): the "
+                                f"champion v{new.model.version} answers everything")
+        return {"old_version": old_version, "new_version": new.model.version}
 
     return app
 

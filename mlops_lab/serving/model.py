@@ -133,11 +133,18 @@ def require_registered(alias: str = "champion", name: str | None = None, setup: 
 
 def load_from_registry(alias: str = "champion", name: str | None = None) -> LoadedModel:
     """The registered model at ``alias`` (needs MLflow and the tracking store)."""
+    from .. import config
+
+    name = name or config.model_name()
+    return load_version(require_registered(alias, name), name, alias)
+
+
+def load_version(version: str, name: str | None = None, alias: str | None = None) -> LoadedModel:
+    """Registered model ``version`` (served under ``alias``, which only labels it)."""
     from .. import config, registry
     from ..training import _quiet_mlflow
 
     name = name or config.model_name()
-    version = require_registered(alias, name)
     _, client = registry._client()
     tags = client.get_model_version(name, version).tags
     with _quiet_mlflow():

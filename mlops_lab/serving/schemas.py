@@ -77,6 +77,14 @@ class BatchPrediction(BaseModel):
     predictions: list[Prediction]
 
 
+class RolloutInfo(BaseModel):
+    mode: Literal["off", "shadow", "canary"] = Field(
+        description="off: the champion alone; shadow: the candidate scores every payment but never answers; "
+                    "canary: the candidate answers `share` of payments (chosen by a hash of transaction_id).")
+    share: float = Field(ge=0, le=1, description="Share of payments the candidate answers (0 unless canary).")
+    candidate_version: str | None
+
+
 class VersionInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
     name: str
@@ -87,6 +95,7 @@ class VersionInfo(BaseModel):
     contract_version: str
     contract_hash: str
     data_fingerprint: str | None
+    rollout: RolloutInfo
 
 
 class FieldError(BaseModel):

@@ -160,6 +160,10 @@ def start_server(
         "MLOPS_LAB_POLL_SECONDS": str(poll_seconds or ""),
         "MLOPS_LAB_PREDICTION_LOG": str(prediction_log or ""),
         "MLOPS_LAB_HOME": str(config.home()),
+        # mlflow.set_registry_uri() exports MLFLOW_REGISTRY_URI into os.environ: without these, a server
+        # started after another store was used in this process would inherit that store's registry
+        "MLFLOW_TRACKING_URI": config.tracking_uri(),
+        "MLFLOW_REGISTRY_URI": config.tracking_uri(),
     }
     process_env = {**os.environ, **settings, **(env or {})}
     log_dir = config.ensure_home() / "servers"
