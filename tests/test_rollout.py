@@ -23,13 +23,13 @@ from .conftest import ROOT, using_home
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A workspace with two logistic regressions (different regularisation) and a boosted model."""
+    """A workspace with two logistic regressions, the weak one over-regularised (the gate tells them
+    apart: +0.10 PR-AUC), and a third with a bug that only live traffic meets."""
     with using_home(tmp_path_factory.mktemp("rollout")) as home:
         train, valid, holdout = data.time_split(data.course_dataset())
         runs = {
             "baseline": training.train_and_log("logistic_regression", train, valid),
             "weak": training.train_and_log("logistic_regression", train, valid, C=0.01),
-            "boosted": training.train_and_log("gradient_boosting", train, valid, max_iter=60),
         }
         broken = training.train("logistic_regression", train, valid, C=0.1)
         broken.pipeline.steps[-1] = ("model", SqueezesItsInput(broken.pipeline.named_steps["model"]))
@@ -56,7 +56,7 @@ def test_rollout_story(in_store):
     v1 = registry.promote_if_better(registry.register(runs["baseline"], name=name), holdout, name=name)
     v1 = v1.challenger_version
     v2 = registry.register(runs["weak"], name=name)
-    v3 = registry.register(runs["boosted"], name=name)
+    v3 = registry.register(runs["baseline"], name=name)
     assert registry.rollout(name) == registry.Rollout(v1, None, "off", 0.0)
 
     with pytest.raises(LabError, match=f"Version {v1} is already the champion"):
@@ -107,20 +107,20 @@ def test_rollout_story(in_store):
 def test_a_challenger_the_gate_kept_out_is_no_rollout(in_store):
     runs, holdout = in_store
     name = "rollout-kept-out"
-    boosted = registry.promote_if_better(registry.register(runs["boosted"], name=name), holdout, name=name)
+    good = registry.promote_if_better(registry.register(runs["baseline"], name=name), holdout, name=name)
     weak = registry.promote_if_better(registry.register(runs["weak"], name=name), holdout, name=name)
     assert weak.verdict == "kept champion"
     assert registry.alias_version("challenger", name) == weak.challenger_version  # as lab 03 leaves it
-    assert registry.rollout(name) == registry.Rollout(boosted.challenger_version, None, "off", 0.0)
+    assert registry.rollout(name) == registry.Rollout(good.challenger_version, None, "off", 0.0)
 
 
 def test_gate_judges_without_promoting(in_store):
     runs, holdout = in_store
     name = "rollout-gate"
-    first = registry.gate(registry.register(runs["baseline"], name=name), holdout, name=name)
+    first = registry.gate(registry.register(runs["weak"], name=name), holdout, name=name)
     assert first.verdict == "first model" and registry.alias_version("champion", name) is None
     registry.promote_if_better(first.challenger_version, holdout, name=name)
-    challenger = registry.register(runs["boosted"], name=name)
+    challenger = registry.register(runs["baseline"], name=name)
     passed = registry.gate(challenger, holdout, name=name)
     assert passed.verdict == "passed" and passed.promoted and passed.interval[0] > 0
     assert "Verdict: passed" in str(passed)
@@ -140,7 +140,7 @@ def test_a_moved_challenger_alias_ends_in_the_champion_answering(in_store):
     runs, holdout = in_store
     name = "rollout-moved"
     champion = registry.promote_if_better(registry.register(runs["baseline"], name=name), holdout, name=name)
-    candidate, stranger = registry.register(runs["weak"], name=name), registry.register(runs["boosted"], name=name)
+    candidate, stranger = registry.register(runs["weak"], name=name), registry.register(runs["baseline"], name=name)
     registry.start_shadow(candidate, name=name)
     registry.start_canary(0.2, name=name)
     registry.set_alias("challenger", stranger, name=name)
@@ -307,10 +307,9 @@ def test_rollout_under_traffic_fails_no_request(in_store, tmp_path, monkeypatch)
     assert all(r["candidate_error"] is None and r["shadow_ms"] > 0 for r in shadow)
     canary = [records[x["request_id"]] for x in traffic.in_phase("canary-50")]
     assert all((r["role"] == "canary") == (r["model_version"] == b) and r["shadow_version"] is None for r in canary)
-    broken_shadow = [records[x["request_id"]] for x in traffic.in_phase("shadow-broken")]
-    singles = [r for r in broken_shadow if "ValueError" in (r["candidate_error"] or "")]
-    assert len(singles) >= 40 and all(r["shadow_score"] is None and r["candidate_error"].startswith(f"v{broken} ")
-                                      for r in singles)
+    singles = [records[x["request_id"]] for x in traffic.in_phase("shadow-broken", alone=True)]
+    assert len(singles) >= 20 and all(r["shadow_score"] is None and r["shadow_version"] == broken and
+                                      r["candidate_error"].startswith(f"v{broken} ValueError") for r in singles)
     routed = [records[x["request_id"]] for x in traffic.in_phase("canary-broken", alone=True)
               if canary_bucket(x["transaction_id"]) < 0.5]
     assert routed and all(r["role"] == "champion" and r["model_version"] == a for r in routed)

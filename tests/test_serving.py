@@ -137,6 +137,7 @@ def test_metrics_version_and_health(server, client, payments):
     version = client.get(f"{server.url}/version").json()
     assert f'cardguard_model_info{{alias="{version["alias"]}",contract_hash="{data.contract_hash()}"' in text
     assert version["contract_hash"] == data.contract_hash() and version["source"].startswith("bundle:")
+    assert version["rollout"] == {"mode": "off", "share": 0.0, "candidate_version": None}  # a bundle has no rollout
     assert client.get(f"{server.url}/docs").status_code == 200
 
 

@@ -5,6 +5,11 @@ Endpoints: POST /predict, POST /predict/batch, POST /invocations (MLflow's scori
 GET /health, GET /ready, GET /ping, GET /metrics, GET /version, POST /admin/reload, and the docs
 (/docs, /redoc) served from the package.
 
+Serving the registry's champion, the server follows the registry's rollout (``registry.rollout()``):
+a candidate in shadow scores every payment beside the champion, which answers; in canary it answers
+the share of payments whose transaction_id hashes below the share. Changes are loaded off the
+request path and swapped in as one reference (``Live``).
+
 The scoring endpoints read their own bodies: a pure ASGI guard checks the content type and caps
 the body size (413) before anything is parsed, and pydantic-core parses and validates the JSON in
 one pass. Every answer a caller can get is documented in the OpenAPI schema.
@@ -411,6 +416,7 @@ def create_app(
     state = {"live": None, "reason": "loading the model", "log": None}
     reload_lock = asyncio.Lock()
     loaded: dict[str, LoadedModel] = {}  # by version: only what the live rollout needs, so memory stays flat
+    warned: set[str] = set()  # candidates whose first failure is in the server log
 
     def model_at(version: str, role: str) -> LoadedModel:
         model = loaded.get(version) or load_version(version, name, role)
@@ -567,8 +573,8 @@ def create_app(
             failed = sum(e is not None for e in errors)
             if failed:
                 metrics.candidate_errors.labels(candidate.version, live.mode).inc(failed)
-                if not state.setdefault("candidate_errors_logged", set()) >= {candidate.version}:
-                    state["candidate_errors_logged"].add(candidate.version)  # the first one; /metrics counts
+                if candidate.version not in warned:  # the first error only: /metrics and the log count them
+                    warned.add(candidate.version)
                     log.warning("candidate v%s failed on a payment, the champion answered: %s", candidate.version,
                                 next(e for e in errors if e))
         champ_rows = [i for i in range(n) if answer[i] is champion]
