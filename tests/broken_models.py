@@ -27,3 +27,32 @@ class SqueezesItsInput(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         return self.model.predict(np.squeeze(np.asarray(X)))
+
+
+class CalibratesPerBatch(ClassifierMixin, BaseEstimator):
+    """Another real bug: it rescales log-odds by their spread within the request, so a single payment
+    (spread 0) gets 0/0, a NaN score. Batches score finite values."""
+
+    def __init__(self, model=None):
+        self.model = model
+
+    def fit(self, X, y):
+        self.model.fit(X, y)
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    @property
+    def classes_(self):
+        return self.model.classes_
+
+    def predict_proba(self, X):
+        logit = self.model.decision_function(X)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scaled = (logit - logit.mean()) / logit.std()
+        p = 1 / (1 + np.exp(-scaled))
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X):
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)

@@ -17,7 +17,7 @@ from mlops_lab.errors import LabError
 from mlops_lab.serving import start_server, to_payload
 from mlops_lab.serving.app import canary_bucket
 
-from .broken_models import SqueezesItsInput
+from .broken_models import CalibratesPerBatch, SqueezesItsInput
 from .conftest import ROOT, using_home
 
 
@@ -34,6 +34,9 @@ def store(tmp_path_factory):
         broken = training.train("logistic_regression", train, valid, C=0.1)
         broken.pipeline.steps[-1] = ("model", SqueezesItsInput(broken.pipeline.named_steps["model"]))
         runs["broken"] = training.log_training_run(broken, valid, run_name="breaks on one payment")
+        nan = training.train("logistic_regression", train, valid, C=0.1)
+        nan.pipeline.steps[-1] = ("model", CalibratesPerBatch(nan.pipeline.named_steps["model"]))
+        runs["nan"] = training.log_training_run(nan, valid, run_name="NaN on one payment")
         yield home, runs, holdout
 
 
@@ -218,10 +221,10 @@ def test_rollout_under_traffic_fails_no_request(in_store, tmp_path, monkeypatch)
     name = "rollout-http"
     a = registry.promote_if_better(registry.register(runs["baseline"], name=name), holdout, name=name).challenger_version
     b = registry.register(runs["weak"], name=name)
-    broken = registry.register(runs["broken"], name=name)
+    broken, nan = registry.register(runs["broken"], name=name), registry.register(runs["nan"], name=name)
     payments = data.simulate_transactions(1000, start="2026-03-02", seed=5)
     log_path = tmp_path / "predictions.jsonl"
-    # an earlier store's registry URI exported into the environment must not leak into the server
+    # a registry URI an earlier store exported into the environment: start_server passes this store's
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{tmp_path / 'another-store.db'}")
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # tests.broken_models
     started = time.monotonic()
@@ -264,8 +267,14 @@ def test_rollout_under_traffic_fails_no_request(in_store, tmp_path, monkeypatch)
         traffic.wait("shadow-broken", 50)
         change(lambda: registry.start_canary(0.5, name=name), "canary-broken", a, "canary", 0.5, broken)
         traffic.wait("canary-broken", 100)
+        in_canary = admin.get(f"{server.url}/metrics").text
         change(lambda: registry.abort_rollout("raises on a single payment", name=name), "aborted", a)
         traffic.wait("aborted", 50)
+        change(lambda: (registry.start_shadow(nan, name=name), registry.start_canary(0.5, name=name)),
+               "canary-nan", a, "canary", 0.5, nan)
+        traffic.wait("canary-nan", 100)
+        change(lambda: registry.abort_rollout("NaN scores", name=name), "aborted-nan", a)
+        traffic.wait("aborted-nan", 20)
         metrics = admin.get(f"{server.url}/metrics").text
     took = time.monotonic() - started
 
@@ -278,8 +287,9 @@ def test_rollout_under_traffic_fails_no_request(in_store, tmp_path, monkeypatch)
     assert served("off-a") == served("shadow-b") == served("rolled-back-a") == {a}
     assert served("promoted-b") == {b}
     # a candidate that raises (on single payments; it scores batches) never answers them, never fails one
-    assert served("shadow-broken") == served("aborted") == {a}
-    assert {x["model_version"] for x in traffic.in_phase("canary-broken", alone=True)} == {a}
+    assert served("shadow-broken") == served("aborted") == served("aborted-nan") == {a}
+    for phase in ("canary-broken", "canary-nan"):
+        assert {x["model_version"] for x in traffic.in_phase(phase, alone=True)} == {a}
 
     # canary: the hash of the transaction_id decides, so routing is sticky, and raising the share keeps
     # the canary's payments; the share holds within 0.05 (any 500 consecutive payments of this pool
@@ -304,7 +314,7 @@ def test_rollout_under_traffic_fails_no_request(in_store, tmp_path, monkeypatch)
     frame = pd.DataFrame([r["features"] for r in sample], columns=data.feature_columns())
     expected = training.predict_scores(registry.load(b, name=name), frame)
     np.testing.assert_allclose([r["shadow_score"] for r in sample], expected, rtol=0, atol=1e-9)
-    assert all(r["candidate_error"] is None and r["shadow_ms"] > 0 for r in shadow)
+    assert all(r["candidate_error"] is None and r["shadow_score_ms"] > 0 for r in shadow)
     canary = [records[x["request_id"]] for x in traffic.in_phase("canary-50")]
     assert all((r["role"] == "canary") == (r["model_version"] == b) and r["shadow_version"] is None for r in canary)
     singles = [records[x["request_id"]] for x in traffic.in_phase("shadow-broken", alone=True)]
@@ -314,8 +324,13 @@ def test_rollout_under_traffic_fails_no_request(in_store, tmp_path, monkeypatch)
               if canary_bucket(x["transaction_id"]) < 0.5]
     assert routed and all(r["role"] == "champion" and r["model_version"] == a for r in routed)
     assert all(r["candidate_error"].startswith(f"v{broken} ValueError") for r in routed)
-    for mode in ("shadow", "canary"):
-        line = next(x for x in metrics.splitlines()
-                    if x.startswith("cardguard_candidate_errors_total") and f'mode="{mode}"' in x)
-        assert f'version="{broken}"' in line and float(line.split()[-1]) > 0
+    nan_routed = [records[x["request_id"]] for x in traffic.in_phase("canary-nan", alone=True)
+                  if canary_bucket(x["transaction_id"]) < 0.5]
+    assert nan_routed and all(r["candidate_error"] == f"v{nan} non-finite score nan" for r in nan_routed)
+    for version, mode in ((broken, "shadow"), (broken, "canary"), (nan, "canary")):
+        line = next(x for x in metrics.splitlines() if x.startswith("cardguard_candidate_errors_total")
+                    and f'mode="{mode}"' in x and f'version="{version}"' in x)
+        assert float(line.split()[-1]) > 0
+    # memory: the server holds the champion and the candidate, and lets go of a candidate that left
+    assert "cardguard_models_loaded 2.0" in in_canary and "cardguard_models_loaded 1.0" in metrics
     assert took < 90, f"the rollout walk-through took {took:.0f} s"

@@ -154,7 +154,7 @@ def test_prediction_log_loses_nothing_on_shutdown(bundle, tmp_path, payments):
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["request_id"] for r in lines] == ids
     assert set(lines[0]) == {"request_id", "transaction_id", "timestamp", "features", "score", "decision", "model_version",
-                             "score_ms", "role", "shadow_version", "shadow_score", "shadow_ms", "candidate_error"}
+                             "score_ms", "role", "shadow_version", "shadow_score", "shadow_score_ms", "candidate_error"}
     assert lines[0]["role"] == "champion" and lines[0]["shadow_version"] is None and lines[0]["score_ms"] > 0
     assert set(lines[0]["features"]) == set(data.feature_columns())
 

@@ -94,6 +94,8 @@ class Metrics:
                                         ["version", "mode"], registry=self.registry)
         self.rollout = Gauge("cardguard_rollout_share", "The candidate in shadow or canary, and the share of "
                              "payments it answers", ["mode", "candidate_version"], registry=self.registry)
+        self.models_loaded = Gauge("cardguard_models_loaded", "Model versions held in memory (champion, and "
+                                   "candidate in a rollout)", registry=self.registry)
         self._series: dict = {}
 
     def serving(self, live: Live) -> None:
@@ -459,6 +461,7 @@ def create_app(
         live = dataclasses.replace(live, counts=counts)
         state["live"], state["reason"] = live, ""
         metrics.serving(live)
+        metrics.models_loaded.set(len(loaded) if follow_rollout else 1)
         metrics.reloads.labels("loaded").inc()
 
     async def refresh(force: bool = False) -> tuple[Live | None, Live | None]:
@@ -597,7 +600,7 @@ def create_app(
                    "role": "champion" if model is champion else "canary",
                    "shadow_version": candidate.version if shadow else None,
                    "shadow_score": cand_scores[i] if shadow else None,
-                   "shadow_ms": round(cand_ms, 3) if shadow else None, "candidate_error": errors[i]})
+                   "shadow_score_ms": round(cand_ms, 3) if shadow else None, "candidate_error": errors[i]})
             out.append({"transaction_id": ids[i], "request_id": request_ids[i], "score": value, "decision": decision,
                         "threshold": model.threshold, "model_version": model.version})
         return out, took
@@ -624,7 +627,7 @@ def create_app(
             decisions[decision].inc()
             write({"request_id": request_id, "transaction_id": tx_id, "timestamp": now, "features": record,
                    "score": value, "decision": decision, "model_version": model.version, "score_ms": ms,
-                   "role": "champion", "shadow_version": None, "shadow_score": None, "shadow_ms": None,
+                   "role": "champion", "shadow_version": None, "shadow_score": None, "shadow_score_ms": None,
                    "candidate_error": None})
             out.append({"transaction_id": tx_id, "request_id": request_id, "score": value, "decision": decision,
                         "threshold": model.threshold, "model_version": model.version})
