@@ -277,5 +277,26 @@ def monitor(reference: Path, current: Path, contract: bool, html: Path | None) -
     sys.exit(1 if report.drifted else 0)
 
 
+# ---------------------------------------------------------------- the retraining loop (lab 08)
+@main.command()
+@click.option("--weeks", default=6, show_default=True, help="Simulate up to this week (resumes where it stopped).")
+@click.option("--schedule", default="none", show_default=True,
+              help="Scenario per week: 'card_testing@3' (from week 3), 'none,none,card_testing', or 'none'.")
+@click.option("--retrain-every", type=int, help="Also retrain every N weeks without an alert.")
+@click.option("--per-day", default=1000, show_default=True, help="Payments a day.")
+@click.option("--fresh", is_flag=True, help="Start the loop again (its events and state; the registry keeps its versions).")
+def loop(weeks: int, schedule: str, retrain_every: int | None, per_day: int, fresh: bool) -> None:
+    """Run the retraining loop of lab 08 against a local server: one line per week, then the timeline."""
+    import pandas as pd
+
+    from . import pipeline
+
+    table = pipeline.run_loop(weeks, schedule, pipeline.Policy(retrain_every=retrain_every), resume=not fresh,
+                              per_day=per_day, report=click.echo)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
+        click.echo("\n" + table.to_string())
+    click.echo(f"\nEvents: {pipeline.events_path()}")
+
+
 if __name__ == "__main__":
     main()

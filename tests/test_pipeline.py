@@ -1,0 +1,208 @@
+"""The retraining loop of lab 08 (mlops_lab.pipeline) against a real server and a real registry.
+
+One workspace for the module (setup runs once); each loop runs on its own registered model
+(``run_loop(name=...)``), which starts from a copy of the course's champion, so the runs do not
+touch each other and number their versions alike."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_lab import pipeline, registry
+from mlops_lab.serving.client import to_payload
+from mlops_lab.serving.server import start_server
+
+from .conftest import using_home
+
+WEEKS, DRIFT = 6, "card_testing@3"  # the lab's run: two quiet weeks, then the new fraud pattern
+FUTURE = "2099-01-01"  # every label has arrived: the ground truth, for judging the loop afterwards
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    with using_home(tmp_path_factory.mktemp("loop-home")) as home:
+        pipeline.run_loop(1, name="cardguard-prepare", stop_after_days=0, report=None)  # labs 01-07's leftovers
+        yield home
+
+
+class Hammer:
+    """Single payments sent to the server in a thread for as long as the loop runs: every answer
+    must be a 200, whatever the loop changes meanwhile."""
+
+    def __init__(self, url: str):
+        frame = pipeline.week_payments(99, "none", 200)
+        self.bodies = to_payload(frame.assign(transaction_id="hammer-" + frame["transaction_id"]))
+        self.url, self.statuses, self.versions = url, [], set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            i = 0
+            while not self.stop.is_set():
+                try:
+                    answer = client.post("/predict", json=self.bodies[i % len(self.bodies)])
+                    self.statuses.append(answer.status_code)
+                    if answer.status_code == 200:
+                        self.versions.add(answer.json()["model_version"])
+                except httpx.HTTPError as exc:
+                    self.statuses.append(type(exc).__name__)
+                i += 1
+                self.stop.wait(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def drift_run(workspace):
+    """The lab's run, against a server the test started and hammers with payments meanwhile."""
+    name = "cardguard-drift"
+    pipeline.run_loop(1, DRIFT, name=name, stop_after_days=0, report=None)  # its model and champion
+    log = workspace / "drift-predictions.jsonl"
+    with start_server(name=name, admin_token="t0ken", prediction_log=log) as server, Hammer(server.url) as hammer:
+        lines = []
+        pipeline.run_loop(WEEKS, DRIFT, name=name, url=server.url, admin_token="t0ken", prediction_log=log,
+                          report=lines.append)
+    return {"name": name, "hammer": hammer, "lines": lines, "events": pipeline.events(name),
+            "now": pipeline.timeline(name=name), "truth": pipeline.timeline(FUTURE, name=name)}
+
+
+def test_concept_drift_is_detected_retrained_promoted_and_cost_recovers(drift_run):
+    ev, truth = drift_run["events"], drift_run["truth"]
+    assert len(drift_run["lines"]) == WEEKS  # one progress line per week
+    alerts = ev[ev["kind"] == "alert"]
+    assert alerts["week"].min() == 3, "the drift alert fires in the first week of card testing, and not before"
+    assert "hour" in truth.loc[3, "drift"] and "amount" in truth.loc[3, "drift"]
+    kinds = list(ev["kind"])
+    for kind in ("retrain", "ci", "register", "gate", "shadow", "shadow verdict", "canary", "canary verdict",
+                 "promotion"):
+        assert kind in kinds, f"no {kind} event: {kinds}"
+    promotion = ev[ev["kind"] == "promotion"].iloc[0]
+    order = [kinds.index(k) for k in ("alert", "gate", "shadow", "canary", "promotion")]
+    assert order == sorted(order)
+    passed = ev[(ev["kind"] == "gate") & (ev["ok"] == True)].iloc[0]  # noqa: E712
+    assert passed["version"] == promotion["version"] and passed["week"] < promotion["week"]
+    # the gate's holdout rolls: a new one at every gate, the most recent week before the decision
+    gates = ev[ev["kind"] == "gate"]
+    assert gates["holdout_digest"].is_unique and len(gates) >= 2
+    # the new champion serves the last week; the first champion served the first ones
+    first = truth.loc[1, "champion"]
+    assert truth.loc[WEEKS, "champion"] == f"v{promotion['version']}" != first
+    # figures on the ground truth (every label arrived): PR-AUC fell with the drift and recovered;
+    # the expected cost per 1,000 payments after promotion is back within 25% of the quiet weeks'.
+    before, during, after = truth.loc[[1, 2]], truth.loc[[3, 4]], truth.loc[WEEKS]
+    print(truth.to_string())
+    assert during["pr_auc"].mean() < before["pr_auc"].mean() - 0.10
+    assert after["pr_auc"] > during["pr_auc"].mean() + 0.15
+    assert after["pr_auc"] > before["pr_auc"].mean() - 0.10  # near (or above) its pre-drift level
+    assert after["cost_per_1000"] <= before["cost_per_1000"].mean() * 1.25
+
+
+def test_zero_failed_requests_across_every_rollout_change(drift_run):
+    hammer = drift_run["hammer"]
+    assert len(hammer.statuses) > 100
+    failures = [s for s in hammer.statuses if s != 200]
+    assert failures == [], f"{len(failures)} failed requests: {failures[:5]}"
+    promotion = drift_run["events"].query("kind == 'promotion'").iloc[0]
+    assert promotion["version"] in hammer.versions  # the hammer met the new champion (and the old one)
+    state = pipeline._read_json(pipeline.config.path("loop", drift_run["name"], "state.json"), {})
+    assert state["failed_requests"] == 0
+
+
+def test_canary_answers_its_share_and_no_more(drift_run):
+    ev = drift_run["events"]
+    verdict = ev[ev["kind"] == "canary verdict"].iloc[0]
+    share = ev[ev["kind"] == "canary"].iloc[0]["share"]
+    n = verdict["figures"]["requests"] + verdict["champion_figures"]["requests"]
+    assert abs(verdict["answered_share"] - share) < 4 * np.sqrt(share * (1 - share) / n)
+    assert verdict["ok"] and any("flag rate" in r for r in verdict["reasons"])
+
+
+def test_no_drift_control_no_churn(workspace):
+    name = "cardguard-control"
+    table = pipeline.run_loop(3, "none", pipeline.Policy(retrain_every=1), name=name, report=None)
+    ev = pipeline.events(name)
+    assert (ev["kind"] == "gate").sum() == 3  # retrained on schedule every week, judged every week
+    assert not ev["kind"].isin(["alert", "shadow", "canary", "promotion"]).any(), ev[["week", "kind", "reasons"]]
+    assert set(table["champion"]) == {"v1"}
+    assert registry.rollout(name).champion == "1"
+
+
+def test_a_worse_challenger_is_rolled_back_automatically(workspace):
+    name = "cardguard-worse"
+    pipeline.run_loop(1, name=name, stop_after_days=0, report=None)
+    _, client = registry._client()
+    run_id = client.get_model_version(name, "1").run_id
+    worse = registry.register(run_id, name)  # the champion's model with a threshold that flags everything
+    client.set_model_version_tag(name, worse, "threshold", "1e-9")
+    registry.start_shadow(worse, name)
+    registry.start_canary(0.2, name)
+    table = pipeline.run_loop(1, name=name, report=None)
+    ev = pipeline.events(name)
+    assert list(ev["kind"]) == ["adopted", "canary verdict", "rollback"]
+    verdict, rollback = ev.iloc[1], ev.iloc[2]
+    assert not verdict["ok"] and rollback["day"] == 2  # after the policy's two canary days
+    assert "flag rate 100.00% outside" in rollback["reasons"][0]
+    assert verdict["answered_share"] <= 0.2 + 4 * np.sqrt(0.2 * 0.8 / 2000)
+    # after the rollback the champion answers everything, and the registry says so
+    days = pd.concat([pd.read_parquet(pipeline.config.path("loop", name, "days", f"week01-day{d}.parquet"))
+                      for d in range(2, 7)])
+    assert set(days["model_version"]) == {"1"}
+    assert registry.rollout(name) == registry.Rollout("1", None, "off", 0.0)
+    assert table.loc[1, "canary"] == f"v{worse}"
+
+
+def test_stop_mid_week_and_resume_gives_the_same_final_state(drift_run):
+    name = "cardguard-resume"
+    canary = drift_run["events"].query("kind == 'canary'").iloc[0]
+    stop = 7 * (canary["week"] - 1) + canary["day"] + 1  # a day into the canary
+    pipeline.run_loop(WEEKS, DRIFT, name=name, stop_after_days=stop, report=None)
+    state = pipeline._read_json(pipeline.config.path("loop", name, "state.json"), {})
+    assert state["day"] not in (0, 7) and state["rollout"]["phase"] == "canary"
+    pipeline.run_loop(WEEKS, DRIFT, name=name, report=None)
+    keys = ["week", "day", "kind", "version", "ok"]
+    resumed, straight = pipeline.events(name), drift_run["events"]
+    pd.testing.assert_frame_equal(resumed[keys], straight[keys])
+    judged = resumed["kind"].isin(["alert", "retrain", "gate", "promotion", "rollback"])
+    assert list(resumed.loc[judged, "reasons"]) == list(straight.loc[judged, "reasons"])
+    pd.testing.assert_frame_equal(pipeline.timeline(FUTURE, name=name), drift_run["truth"])
+    assert registry.rollout(name) == registry.rollout(drift_run["name"])
+
+
+def test_schedule_and_canary_rule_errors_say_what_to_do():
+    scenario = pipeline.parse_schedule("card_testing@3")
+    assert [scenario(w) for w in (1, 2, 3, 9)] == ["none", "none", "card_testing", "card_testing"]
+    assert pipeline.parse_schedule("none,holiday_season")(5) == "holiday_season"
+    with pytest.raises(pipeline.LabError, match="scenarios are"):
+        pipeline.parse_schedule("card_tests@3")
+    champion = pipeline.LiveFigures("1", 1000, 0, 0.0, 3.0, 0.015)
+    ok, reasons = pipeline.canary_verdict(champion, pipeline.LiveFigures("2", 200, 0, 0.0, 4.0, 0.02))
+    assert ok, reasons
+    ok, reasons = pipeline.canary_verdict(champion, pipeline.LiveFigures("2", 200, 3, 0.015, 4.0, 0.02))
+    assert not ok and any("error rate 1.50% >" in r for r in reasons)
+    ok, reasons = pipeline.canary_verdict(champion, pipeline.LiveFigures("2", 50, 0, 0.0, 4.0, 0.02))
+    assert not ok and any("too few" in r for r in reasons)
+
+
+def test_live_figures_read_the_prediction_log():
+    log = pd.DataFrame({
+        "model_version": ["1", "1", "2", "1", "2"],
+        "decision": ["approve", "flag", "flag", "approve", "approve"],
+        "score_ms": [1.0, 2.0, 5.0, 1.0, 7.0],
+        "candidate_error": [None, None, None, "v2 ValueError: boom", None],
+    })
+    two = pipeline.live_figures(log, "2")
+    assert (two.requests, two.errors, two.flag_rate) == (3, 1, 0.5)
+    assert two.error_rate == pytest.approx(1 / 3) and 5.0 < two.p99_ms <= 7.0
+    assert pipeline.live_figures(log, "1").errors == 0
