@@ -107,6 +107,8 @@ class Policy:
     model_params: dict = field(default_factory=dict)
     train_days: int = 42  # training window, before the validation days and the holdout week
     valid_days: int = 3  # the days before the holdout week, on which the threshold is tuned
+    cooldown_weeks: int = 1  # after a promotion, alerts wait this long before they retrain (the new
+    # champion's own week has too few labels to judge a successor on)
     shadow_days: int = 1
     canary_days: int = 2
     canary_share: float = 0.2
@@ -285,24 +287,30 @@ def _plain(value):
 
 
 class _Server:
-    """The server the loop sends traffic to: started here (``url=None``) or given."""
+    """The server the loop sends traffic to: given (``url``), or started here on first use."""
 
     def __init__(self, url: str | None, admin_token: str | None, prediction_log, name: str):
-        from .serving.server import start_server
+        self.handle, self._http, self.failed = None, None, 0
+        self.url, self.token, self._start = url, admin_token, (prediction_log, name)
 
-        self.handle = None
-        if url is None:
-            admin_token = admin_token or os.urandom(16).hex()
-            self.handle = start_server(name=name, admin_token=admin_token, prediction_log=prediction_log)
-            url = self.handle.url
-        self.url, self.token = url.rstrip("/"), admin_token
+    @property
+    def http(self):
         import httpx
 
-        self.http = httpx.Client(base_url=self.url, timeout=60)
-        self.failed = 0
+        if self._http is None:
+            if self.url is None:
+                from .serving.server import start_server
+
+                self.token = self.token or os.urandom(16).hex()
+                log, name = self._start
+                self.handle = start_server(name=name, admin_token=self.token, prediction_log=log)
+                self.url = self.handle.url
+            self._http = httpx.Client(base_url=self.url.rstrip("/"), timeout=60)
+        return self._http
 
     def sync(self, want) -> None:
         """Make the server serve the registry's rollout ``want`` now (reload), and wait until it does."""
+        self.http  # noqa: B018  (starts the server here, with a token, if it is the loop's own)
         if self.token:
             answer = self.http.post("/admin/reload", headers={"Authorization": f"Bearer {self.token}"})
             if answer.status_code != 200:
@@ -331,7 +339,8 @@ class _Server:
         return sent
 
     def close(self) -> None:
-        self.http.close()
+        if self._http is not None:
+            self._http.close()
         if self.handle is not None:
             self.handle.stop()
 
@@ -389,6 +398,8 @@ def _run(weeks, scenario_of, policy, url, canary_rule, resume, per_day, admin_to
     elif state["per_day"] != per_day:
         raise LabError(f"The saved loop ran at per_day={state['per_day']}; resume with the same traffic, or start "
                        "again with resume=False.")
+    elif report and state["week"] < weeks:
+        report(f"loop: resuming at week {state['week'] + 1}, day {state['day']} (events so far: {state['events']})")
     log_path = type(_path())(prediction_log or _path("predictions.jsonl")).resolve()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.touch()
@@ -421,9 +432,10 @@ def _run(weeks, scenario_of, policy, url, canary_rule, resume, per_day, admin_to
             _save(state, ev)
             if report:
                 report(_week_line(week))
-    finally:
-        state["failed_requests"] = state.get("failed_requests", 0) + server.failed
-        _save(state, ev)
+    finally:  # the state stays as last saved (a step cut short is redone on resume); count failures
+        saved = _read_json(state_path, state)
+        saved["failed_requests"] = saved.get("failed_requests", 0) + server.failed
+        _write_json(state_path, saved)
         server.close()
     return _timeline(None)
 
@@ -435,11 +447,15 @@ def _registry():
 
 
 def _clear() -> None:
+    """Forget the loop's events and state (not other loops' folders inside loop/, nor the registry)."""
     import shutil
 
-    folder = _path()
-    if folder.exists():
-        shutil.rmtree(folder)
+    for part in ("state.json", "events.jsonl", "weeks.json", "reference.json", "predictions.jsonl", "days"):
+        path = _path(part)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def _fresh_state(per_day: int, report) -> dict:
@@ -581,10 +597,13 @@ def _rollout_step(week: int, day: int, state: dict, ev: _Events, server: _Server
         ev.add(week, day, "canary verdict", reasons, version=version, ok=bool(ok), figures=asdict(canary),
                champion_figures=asdict(live), answered_share=round(share, 4))
         if ok:
-            want = registry.promote_candidate(_model())
+            current = registry.rollout(_model())
+            # promoted already, when a stop came between the promotion and the saved state
+            want = current if current.champion == version else registry.promote_candidate(_model())
             server.sync(want)
             state["rollout"] = None
             state["reference_pending"] = {"version": version, "from": plan["holdout_from"], "to": plan["as_of"]}
+            state["promoted_week"] = week
             ev.add(week, day, "promotion", f"v{version} is champion (v{champion} before it)", version=version,
                    ok=True, previous=champion)
         else:
@@ -598,7 +617,8 @@ def _blocking(reasons: list[str]) -> bool:
 def _rollback(week, day, state, ev, server, version, phase, reasons) -> None:
     registry = _registry()
     why = f"{phase} failed: " + "; ".join(r for r in reasons if " > " in r or "outside" in r or "too few" in r)
-    want = registry.abort_rollout(why, _model())
+    current = registry.rollout(_model())
+    want = current if current.candidate is None else registry.abort_rollout(why, _model())
     server.sync(want)
     state["rollout"] = None
     ev.add(week, day, "rollback", why, version=version, ok=False, back_to=want.champion)
@@ -643,6 +663,11 @@ def _end_of_week(week: int, scenario_of, state: dict, ev: _Events, policy: Polic
     why = "alert: " + ", ".join(fired["rule"]) if len(fired) else f"schedule: every {policy.retrain_every} week(s)"
     if state.get("rollout"):
         ev.add(week, 7, "retrain skipped", f"{why}, but v{state['rollout']['version']} is still rolling out")
+        return
+    promoted = state.get("promoted_week")
+    if promoted is not None and week - promoted < policy.cooldown_weeks and not scheduled:
+        ev.add(week, 7, "retrain skipped", f"{why}, but v{state['reference_version']} was promoted in week "
+               f"{promoted} (cooldown of {policy.cooldown_weeks} week(s))")
         return
     history = [data.load_snapshot()] + [week_payments(w, scenario_of(w), state["per_day"]) for w in range(1, week + 1)]
     frame = known_labels(pd.concat(history, ignore_index=True), as_of)

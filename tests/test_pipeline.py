@@ -12,8 +12,9 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import average_precision_score
 
-from mlops_lab import pipeline, registry
+from mlops_lab import pipeline, registry, training
 from mlops_lab.serving.client import to_payload
 from mlops_lab.serving.server import start_server
 
@@ -53,7 +54,7 @@ class Hammer:
                 except httpx.HTTPError as exc:
                     self.statuses.append(type(exc).__name__)
                 i += 1
-                self.stop.wait(0.05)
+                self.stop.wait(0.1)
 
     def __enter__(self):
         self.thread.start()
@@ -78,9 +79,9 @@ def drift_run(workspace):
             "now": pipeline.timeline(name=name), "truth": pipeline.timeline(FUTURE, name=name)}
 
 
-def test_concept_drift_is_detected_retrained_promoted_and_cost_recovers(drift_run):
+def test_concept_drift_is_detected_retrained_promoted_and_pr_auc_recovers(drift_run):
     ev, truth = drift_run["events"], drift_run["truth"]
-    assert len(drift_run["lines"]) == WEEKS  # one progress line per week
+    assert sum(line.startswith("week ") for line in drift_run["lines"]) == WEEKS  # one progress line per week
     alerts = ev[ev["kind"] == "alert"]
     assert alerts["week"].min() == 3, "the drift alert fires in the first week of card testing, and not before"
     assert "hour" in truth.loc[3, "drift"] and "amount" in truth.loc[3, "drift"]
@@ -96,17 +97,42 @@ def test_concept_drift_is_detected_retrained_promoted_and_cost_recovers(drift_ru
     # the gate's holdout rolls: a new one at every gate, the most recent week before the decision
     gates = ev[ev["kind"] == "gate"]
     assert gates["holdout_digest"].is_unique and len(gates) >= 2
-    # the new champion serves the last week; the first champion served the first ones
-    first = truth.loc[1, "champion"]
-    assert truth.loc[WEEKS, "champion"] == f"v{promotion['version']}" != first
-    # figures on the ground truth (every label arrived): PR-AUC fell with the drift and recovered;
-    # the expected cost per 1,000 payments after promotion is back within 25% of the quiet weeks'.
-    before, during, after = truth.loc[[1, 2]], truth.loc[[3, 4]], truth.loc[WEEKS]
-    print(truth.to_string())
+    # the promoted version answers every payment from its promotion on; the first champion the ones before
+    served = _served(drift_run["name"], 7 * (promotion["week"] - 1) + promotion["day"], 7 * WEEKS)
+    assert set(served["model_version"]) == {promotion["version"]}
+    assert truth.loc[1, "champion"] == "v1" and promotion["previous"] == "1"
+    # Figures on the ground truth (every label arrived). PR-AUC fell with the drift and recovers after
+    # the promotion, back to (or above) its pre-drift level.
+    before, during = truth.loc[[1, 2]], truth.loc[[3, 4]]
+    after_pr_auc = average_precision_score(served["is_fraud"], served["score"])
     assert during["pr_auc"].mean() < before["pr_auc"].mean() - 0.10
-    assert after["pr_auc"] > during["pr_auc"].mean() + 0.15
-    assert after["pr_auc"] > before["pr_auc"].mean() - 0.10  # near (or above) its pre-drift level
-    assert after["cost_per_1000"] <= before["cost_per_1000"].mean() * 1.25
+    assert after_pr_auc > during["pr_auc"].mean() + 0.15
+    assert after_pr_auc > before["pr_auc"].mean() - 0.05
+    # Expected cost: card-testing payments are under 5 EUR, less than a review costs, so catching them
+    # does not pay in this cost model, and the gate judges PR-AUC. On the same payments the old champion
+    # would have cost about as much: the new one stays within 30% of it, and of the quiet weeks' cost.
+    old = registry.load(promotion["previous"], drift_run["name"])
+    threshold = float(registry._client()[1].get_model_version(drift_run["name"], promotion["previous"]).tags["threshold"])
+    new_cost = _cost(served, served["decision"] == "flag")
+    old_cost = _cost(served, training.predict_scores(old, served) >= threshold)
+    print(truth.drop(columns="events").to_string(), f"\nafter the promotion: PR-AUC {after_pr_auc:.3f}, cost per "
+          f"1,000 EUR {new_cost:.0f} (the old champion on the same payments: EUR {old_cost:.0f})")
+    assert new_cost < 1.3 * old_cost and new_cost < 1.3 * before["cost_per_1000"].mean()
+
+
+def _cost(served: pd.DataFrame, flag) -> float:
+    """Expected cost per 1,000 payments on the ground truth (missed fraud, review fee, declined customer)."""
+    from mlops_lab.training import DECLINE_COST, REVIEW_FEE
+
+    y, flag = served["is_fraud"].to_numpy() == 1, np.asarray(flag)
+    cost = (served["amount"].to_numpy() * (y & ~flag)).sum() + REVIEW_FEE * flag.sum() + DECLINE_COST * (flag & ~y).sum()
+    return 1000 * cost / len(served)
+
+
+def _served(name: str, since: int, until: int) -> pd.DataFrame:
+    """The payments served on absolute days [since, until), as the loop recorded them from the log."""
+    return pd.concat([pd.read_parquet(pipeline.config.path("loop", name, "days", f"week{d // 7 + 1:02d}-day{d % 7}.parquet"))
+                      for d in range(since, until)], ignore_index=True)
 
 
 def test_zero_failed_requests_across_every_rollout_change(drift_run):
@@ -131,53 +157,64 @@ def test_canary_answers_its_share_and_no_more(drift_run):
 
 def test_no_drift_control_no_churn(workspace):
     name = "cardguard-control"
-    table = pipeline.run_loop(3, "none", pipeline.Policy(retrain_every=1), name=name, report=None)
+    table = pipeline.run_loop(4, "none", pipeline.Policy(retrain_every=2), name=name, report=None)
     ev = pipeline.events(name)
-    assert (ev["kind"] == "gate").sum() == 3  # retrained on schedule every week, judged every week
+    assert (ev["kind"] == "gate").sum() == 2  # retrained on schedule every other week, judged each time
     assert not ev["kind"].isin(["alert", "shadow", "canary", "promotion"]).any(), ev[["week", "kind", "reasons"]]
-    assert set(table["champion"]) == {"v1"}
+    assert set(table["champion"]) == {"v1"} and set(table["drift"]) == {"none"}
     assert registry.rollout(name).champion == "1"
 
 
-def test_a_worse_challenger_is_rolled_back_automatically(workspace):
-    name = "cardguard-worse"
-    pipeline.run_loop(1, name=name, stop_after_days=0, report=None)
-    _, client = registry._client()
-    run_id = client.get_model_version(name, "1").run_id
-    worse = registry.register(run_id, name)  # the champion's model with a threshold that flags everything
-    client.set_model_version_tag(name, worse, "threshold", "1e-9")
-    registry.start_shadow(worse, name)
-    registry.start_canary(0.2, name)
-    table = pipeline.run_loop(1, name=name, report=None)
-    ev = pipeline.events(name)
-    assert list(ev["kind"]) == ["adopted", "canary verdict", "rollback"]
+@pytest.fixture(scope="module")
+def worse_runs(workspace):
+    """A worse challenger forced into canary by hand, then a week of the loop (retraining at its end):
+    straight through, and stopped a day into the canary then resumed."""
+    runs = {}
+    for name, stop in (("cardguard-worse", None), ("cardguard-worse-resumed", 1)):
+        pipeline.run_loop(1, name=name, stop_after_days=0, report=None)
+        _, client = registry._client()
+        run_id = client.get_model_version(name, "1").run_id
+        worse = registry.register(run_id, name)  # the champion's model with a threshold that flags everything
+        client.set_model_version_tag(name, worse, "threshold", "1e-9")
+        registry.start_shadow(worse, name)
+        registry.start_canary(0.2, name)
+        policy = pipeline.Policy(retrain_every=1)
+        if stop is not None:
+            pipeline.run_loop(1, policy=policy, name=name, stop_after_days=stop, report=None)
+            state = pipeline._read_json(pipeline.config.path("loop", name, "state.json"), {})
+            assert state["day"] == stop and state["rollout"]["phase"] == "canary"
+        table = pipeline.run_loop(1, policy=policy, name=name, report=None)
+        runs[name] = {"worse": worse, "table": table, "events": pipeline.events(name), "rollout": registry.rollout(name),
+                      "truth": pipeline.timeline(FUTURE, name=name)}
+    return runs
+
+
+def test_a_worse_challenger_is_rolled_back_automatically(worse_runs):
+    run = worse_runs["cardguard-worse"]
+    ev, worse = run["events"], run["worse"]
+    assert list(ev["kind"][:3]) == ["adopted", "canary verdict", "rollback"]
     verdict, rollback = ev.iloc[1], ev.iloc[2]
     assert not verdict["ok"] and rollback["day"] == 2  # after the policy's two canary days
     assert "flag rate 100.00% outside" in rollback["reasons"][0]
-    assert verdict["answered_share"] <= 0.2 + 4 * np.sqrt(0.2 * 0.8 / 2000)
+    # it never answered more than its canary share (20%, give or take binomial noise on 2,000 payments)
+    assert 0.2 - 4 * np.sqrt(0.2 * 0.8 / 2000) <= verdict["answered_share"] <= 0.2 + 4 * np.sqrt(0.2 * 0.8 / 2000)
     # after the rollback the champion answers everything, and the registry says so
-    days = pd.concat([pd.read_parquet(pipeline.config.path("loop", name, "days", f"week01-day{d}.parquet"))
-                      for d in range(2, 7)])
-    assert set(days["model_version"]) == {"1"}
-    assert registry.rollout(name) == registry.Rollout("1", None, "off", 0.0)
-    assert table.loc[1, "canary"] == f"v{worse}"
+    assert set(_served("cardguard-worse", 2, 7)["model_version"]) == {"1"}
+    assert run["rollout"].champion == "1" and run["rollout"].candidate is None
+    assert run["table"].loc[1, "canary"] == f"v{worse}"
 
 
-def test_stop_mid_week_and_resume_gives_the_same_final_state(drift_run):
-    name = "cardguard-resume"
-    canary = drift_run["events"].query("kind == 'canary'").iloc[0]
-    stop = 7 * (canary["week"] - 1) + canary["day"] + 1  # a day into the canary
-    pipeline.run_loop(WEEKS, DRIFT, name=name, stop_after_days=stop, report=None)
-    state = pipeline._read_json(pipeline.config.path("loop", name, "state.json"), {})
-    assert state["day"] not in (0, 7) and state["rollout"]["phase"] == "canary"
-    pipeline.run_loop(WEEKS, DRIFT, name=name, report=None)
+def test_stop_mid_week_and_resume_gives_the_same_final_state(worse_runs):
+    straight, resumed = worse_runs["cardguard-worse"], worse_runs["cardguard-worse-resumed"]
+    assert "gate" in set(straight["events"]["kind"])  # a retrain and a gate after the resume, too
     keys = ["week", "day", "kind", "version", "ok"]
-    resumed, straight = pipeline.events(name), drift_run["events"]
-    pd.testing.assert_frame_equal(resumed[keys], straight[keys])
-    judged = resumed["kind"].isin(["alert", "retrain", "gate", "promotion", "rollback"])
-    assert list(resumed.loc[judged, "reasons"]) == list(straight.loc[judged, "reasons"])
-    pd.testing.assert_frame_equal(pipeline.timeline(FUTURE, name=name), drift_run["truth"])
-    assert registry.rollout(name) == registry.rollout(drift_run["name"])
+    pd.testing.assert_frame_equal(resumed["events"][keys], straight["events"][keys])
+    judged = straight["events"]["kind"].isin(["alert", "retrain", "gate", "promotion", "rollback"])
+    assert list(resumed["events"].loc[judged, "reasons"]) == list(straight["events"].loc[judged, "reasons"])
+    assert list(resumed["events"]["holdout_digest"].dropna()) == list(straight["events"]["holdout_digest"].dropna())
+    pd.testing.assert_frame_equal(resumed["truth"], straight["truth"])
+    pd.testing.assert_frame_equal(resumed["table"], straight["table"])
+    assert resumed["rollout"] == straight["rollout"]
 
 
 def test_schedule_and_canary_rule_errors_say_what_to_do():
