@@ -372,9 +372,10 @@ def run_loop(weeks: int, schedule="none", policy: Policy = Policy(), url: str | 
 
     ``schedule``: which scenario each week (``parse_schedule``). ``canary_rule``: the verdict on a
     shadow and a canary, ``canary_rule(champion_live, candidate_live, policy) -> (ok, reasons)``.
-    ``resume``: carry on from the saved state, up to week ``weeks`` (False starts again: events and
-    state are cleared; the registry keeps its versions). ``name``: run on another registered model
-    (it starts from a copy of the course's champion) with its own events, to compare policies.
+    ``resume``: carry on from the saved state, up to week ``weeks`` (False starts again: the champion
+    goes back to the one the loop started from, events and state are cleared; the registry keeps its
+    versions). ``name``: run on another registered model, with its own events, to compare policies
+    (it starts from a copy of the champion the course's loop started from).
     ``url``: a running server for that model (with its ``admin_token``, so changes are picked up at
     once, and its ``prediction_log``); by default the loop starts its own on 127.0.0.1.
     ``stop_after_days``: stop once that many days have been simulated in all (mid-week, say; run
@@ -391,7 +392,7 @@ def _run(weeks, scenario_of, policy, url, canary_rule, resume, per_day, admin_to
         raise LabError(f"weeks={weeks!r} must be a whole number of weeks, at least 1.")
     state_path = _path("state.json")
     if not resume:
-        _clear()
+        _start_again(_read_json(state_path, None))
     state = _read_json(state_path, None)
     if state is None:
         state = _fresh_state(per_day, report)
@@ -446,9 +447,17 @@ def _registry():
     return registry
 
 
-def _clear() -> None:
-    """Forget the loop's events and state (not other loops' folders inside loop/, nor the registry)."""
+def _start_again(state: dict | None) -> None:
+    """Put the model back where the loop started (its first champion, no rollout), and forget the
+    loop's events and state (not other loops' folders inside loop/; the registry keeps its versions)."""
     import shutil
+
+    registry = _registry()
+    if state is not None:
+        if registry.rollout(_model()).candidate is not None:
+            registry.abort_rollout("the loop started again", _model())
+        if registry.alias_version(registry.CHAMPION, _model()) != state["first_champion"]:
+            registry.set_alias(registry.CHAMPION, state["first_champion"], _model())
 
     for part in ("state.json", "events.jsonl", "weeks.json", "reference.json", "predictions.jsonl", "days"):
         path = _path(part)
@@ -468,8 +477,9 @@ def _fresh_state(per_day: int, report) -> dict:
             STEPS[lab]()
     registry = _registry()
     champion = registry.alias_version(registry.CHAMPION, _model())
-    if champion is None:  # another model (a what-if run): it starts from the course's champion
-        course = registry.alias_version(registry.CHAMPION)
+    if champion is None:  # another model (a what-if run) starts where the course's loop started
+        course = _read_json(config.path("loop", "state.json"), {}).get("first_champion") \
+            or registry.alias_version(registry.CHAMPION)
         run_id = registry._client()[1].get_model_version(config.model_name(), course).run_id
         champion = registry.register(run_id, _model())
         registry.set_alias(registry.CHAMPION, champion, _model())
