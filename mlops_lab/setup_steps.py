@@ -42,6 +42,7 @@ def _tracked_runs() -> None:
     from . import data, training
 
     _course_dataset()
+    _seed_tracking_store()
     frame = data.load_snapshot()
     train, valid, holdout = data.time_split(frame)
     runs = training.compare_runs()
@@ -54,16 +55,65 @@ def _tracked_runs() -> None:
         training.log_training_run(trained, valid, run_name=f"{kind} (lab.setup)", holdout_frame=holdout)
 
 
+def _cache_dir():
+    """Caches shared by every workspace on this machine (never inside a workspace)."""
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops-lab"
+
+
+def _seed_tracking_store() -> None:
+    """A new workspace's SQLite tracking store starts as a copy of an empty store migrated once per
+    MLflow version on this machine: creating one runs about fifty schema migrations, seconds of CPU.
+    The copy holds no experiment (MLflow adds its default experiment, with this workspace's
+    artifact location, when it opens the store); on any trouble MLflow simply creates the store."""
+    import shutil
+    import sqlite3
+    import tempfile
+    from importlib import metadata
+    from pathlib import Path
+
+    from . import config
+
+    uri = config.tracking_uri()
+    if not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists():
+        return
+    template = _cache_dir() / f"mlflow-{metadata.version('mlflow')}-empty.db"
+    try:
+        if not template.exists():
+            import logging
+
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            for name in ("mlflow.store.db.utils", "alembic"):  # table creation chatter
+                logging.getLogger(name).setLevel(logging.WARNING)
+            template.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=template.parent) as tmp:
+                store = SqlAlchemyStore(f"sqlite:///{tmp}/mlflow.db", f"{tmp}/artifacts")
+                store.engine.dispose()
+                with sqlite3.connect(f"{tmp}/mlflow.db") as conn:
+                    conn.execute("DELETE FROM experiments")  # the default one names the template's folder
+                conn.close()
+                Path(f"{tmp}/mlflow.db").replace(template)
+        with sqlite3.connect(f"file:{template}?mode=ro", uri=True) as conn:  # a readable, migrated store
+            conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        conn.close()
+        shutil.copyfile(template, uri.removeprefix("sqlite:///"))
+    except sqlite3.Error:
+        template.unlink(missing_ok=True)  # made again next time; MLflow creates this one itself
+    except (OSError, ImportError):
+        pass  # MLflow creates the store itself, as without a cache
+
+
 def _trained(kind: str, train, valid):
     """Train ``kind``, or reuse the same model trained before on this machine: the pipelines are
     deterministic, so a fresh workspace (a reset, a second clone) need not pay for training again.
     The cache lives outside the workspace (``$XDG_CACHE_HOME/mlops-lab``) and is keyed by everything
     the result depends on; any unreadable entry is simply retrained."""
     import hashlib
-    import os
     import pickle
     from importlib import metadata
-    from pathlib import Path
 
     from . import data, training
 
@@ -71,7 +121,7 @@ def _trained(kind: str, train, valid):
         kind, data.fingerprint(train), data.fingerprint(valid), metadata.version("scikit-learn"),
         training.REVIEW_FEE, training.DECLINE_COST, training.REVIEWS_PER_DAY, data.contract_hash(),
     )).encode()).hexdigest()[:20]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops-lab" / f"{kind}-{key}.pkl"
+    cache = _cache_dir() / f"{kind}-{key}.pkl"
     try:
         trained = pickle.loads(cache.read_bytes())  # written by this function only (trusted)
         trained.train_frame = train

@@ -1,0 +1,45 @@
+"""lab.setup's machine-wide caches (``$XDG_CACHE_HOME/mlops-lab``): a new workspace's tracking store
+starts as a copy of an empty, migrated one, and is then a store of its own."""
+
+import sqlite3
+
+from mlops_lab import config, setup_steps, training
+
+
+def _experiments(db) -> list:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT name, artifact_location FROM experiments ORDER BY experiment_id").fetchall()
+
+
+def test_new_workspaces_start_from_the_migrated_empty_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    stores = []
+    for name in ("first", "second"):
+        monkeypatch.setenv("MLOPS_LAB_HOME", str(tmp_path / name))
+        config.ensure_home()
+        setup_steps._seed_tracking_store()
+        mlflow = training.use_tracking()
+        with mlflow.start_run(run_name=name):
+            mlflow.log_metric("x", 1.0)
+        stores.append(config.path("mlflow.db"))
+    templates = list((tmp_path / "cache" / "mlops-lab").glob("mlflow-*-empty.db"))
+    assert len(templates) == 1 and _experiments(templates[0]) == []  # no folder of any workspace in it
+    for store, name in zip(stores, ("first", "second"), strict=True):
+        cardguard = [row for row in _experiments(store) if row[0] == config.experiment_name()]
+        assert cardguard == [(config.experiment_name(), (tmp_path / name / "mlartifacts").as_uri())]
+        with sqlite3.connect(store) as conn:
+            assert conn.execute("SELECT name FROM runs").fetchall() == [(name,)]
+
+
+def test_an_unreadable_template_is_made_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLOPS_LAB_HOME", str(tmp_path / "workspace"))
+    config.ensure_home()
+    setup_steps._seed_tracking_store()
+    template = next((tmp_path / "cache" / "mlops-lab").glob("mlflow-*-empty.db"))
+    template.write_bytes(b"not a database")
+    config.path("mlflow.db").unlink()
+    setup_steps._seed_tracking_store()
+    assert not template.exists() and not config.path("mlflow.db").exists()  # MLflow creates it as usual
+    setup_steps._seed_tracking_store()
+    assert _experiments(template) == [] and config.path("mlflow.db").exists()
