@@ -47,6 +47,25 @@ def course_home(tmp_path_factory) -> Path:
     return workspace
 
 
+def _git_status():
+    try:
+        return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+    except OSError:
+        return None
+
+
+@pytest.fixture(scope="session")
+def lab_runs(tmp_path_factory):
+    """Every lab (exercise form) run once, in order, in one workspace: (results, git status before, after).
+    Session-scoped so that tests/test_rerun.py can run the labs a second time in the same workspace."""
+    from mlops_lab import notebooks
+
+    before = _git_status()
+    results = notebooks.run(labs=True, workspace=tmp_path_factory.mktemp("lab-runs"), root=ROOT,
+                            parameters={"FAST": True})
+    return results, before, _git_status()
+
+
 @pytest.fixture
 def use_course_home(course_home, monkeypatch) -> Path:
     monkeypatch.setenv("MLOPS_LAB_HOME", str(course_home))

@@ -4,8 +4,6 @@ Solutions are executed by nbval (pytest --nbval, see pyproject.toml), which also
 outputs; labs are executed here, once each, with papermill through the course runner.
 """
 
-import subprocess
-
 import nbformat
 import pytest
 
@@ -13,20 +11,7 @@ from mlops_lab import notebooks
 
 from .conftest import ROOT
 
-
-def _git_status():
-    try:
-        return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-    except OSError:
-        return None
-
-
-@pytest.fixture(scope="module")
-def lab_runs(tmp_path_factory):
-    before = _git_status()
-    results = notebooks.run(labs=True, workspace=tmp_path_factory.mktemp("lab-runs"), root=ROOT,
-                            parameters={"FAST": True})
-    return results, before, _git_status()
+# lab_runs (the course run, labs form) lives in conftest.py: tests/test_rerun.py runs it again in the same workspace
 
 
 @pytest.mark.parametrize("solution", notebooks.solution_paths(ROOT), ids=lambda p: p.name)
