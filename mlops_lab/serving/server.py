@@ -117,20 +117,22 @@ def wait_until_ready(url: str, timeout: float, alive=lambda: True, logs=lambda: 
 
     deadline = time.monotonic() + timeout
     reason = "no answer yet"
-    while time.monotonic() < deadline:
-        if not alive():
-            raise LabError(f"The server at {url} exited before it was ready. Its log ends with:\n{logs()[-2000:]}")
-        try:
-            response = httpx.get(f"{url}{path}", timeout=2)
-            if response.status_code == 200:
-                return
-            reason = response.json().get("detail", response.text)
-            if "model not ready" in reason:
-                raise LabError(f"The server at {url} is up but cannot serve: {reason}\nIts log ends with:\n"
-                               f"{logs()[-1500:]}")
-        except httpx.HTTPError as exc:
-            reason = type(exc).__name__
-        time.sleep(0.1)
+    with httpx.Client(timeout=2) as client:  # one client: httpx.get() builds an SSL context per call (~0.1 s)
+        while time.monotonic() < deadline:
+            if not alive():
+                raise LabError(f"The server at {url} exited before it was ready. Its log ends with:\n"
+                               f"{logs()[-2000:]}")
+            try:
+                response = client.get(f"{url}{path}")
+                if response.status_code == 200:
+                    return
+                reason = response.json().get("detail", response.text)
+                if "model not ready" in reason:
+                    raise LabError(f"The server at {url} is up but cannot serve: {reason}\nIts log ends with:\n"
+                                   f"{logs()[-1500:]}")
+            except httpx.HTTPError as exc:
+                reason = type(exc).__name__
+            time.sleep(0.1)
     raise LabError(f"The server at {url} was not ready after {timeout:.0f} s ({reason}). Its log ends with:\n"
                    f"{logs()[-2000:]}")
 
