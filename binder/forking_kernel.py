@@ -108,7 +108,17 @@ def launch(argv: list[str]) -> int:
     for signum in SIGNALS:
         signal.signal(signum, relay)
     line = reply.readline()  # the server writes the exit code when the kernel ends
-    return int(json.loads(line)["exit"]) if line else 1
+    if line:
+        return int(json.loads(line)["exit"])
+    # The server died (killed under memory pressure, say) but its kernel lives on: stand in for it
+    # until it ends, so Jupyter neither restarts a working kernel nor loses track of it.
+    try:
+        ended = os.pidfd_open(pid)
+    except OSError:
+        return 1
+    while not select.select([ended], [], [])[0]:
+        pass
+    return 1
 
 
 # --- the server ---------------------------------------------------------------------------------

@@ -162,10 +162,22 @@ def test_forked_kernels_share_the_preloaded_libraries_and_behave_like_plain_kern
         # A shut-down kernel's process ends; a killed launcher takes its kernel with it.
         manager.shutdown_kernel()
         _wait_gone(pid_a)
-        manager_b, _ = started[1]
+        manager_b, client_b = started[1]
         manager_b.provisioner.process.kill()
         _wait_gone(pid_b)
         assert os.path.exists(f"/proc/{server}")  # the server stays for the next kernel
+
+        # If the server dies, its kernels keep working, and their launchers still stand in for them.
+        manager_c, client_c = start_new_kernel(kernel_name="python3", startup_timeout=120)
+        started.append((manager_c, client_c))
+        pid_c = int(_ask(client_c, "import os; print(os.getpid())"))
+        os.kill(server, signal.SIGKILL)
+        _wait_gone(server)
+        time.sleep(0.5)
+        assert _ask(client_c, "print(6 * 7)") == "42" and manager_c.is_alive()
+        manager_c.shutdown_kernel()
+        _wait_gone(pid_c)
+        assert manager_c.provisioner is None or not manager_c.has_kernel
     finally:
         for manager, client in started:
             client.stop_channels()
