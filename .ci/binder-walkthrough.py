@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import threading
 import time
 import uuid
@@ -58,6 +59,29 @@ def private_and_proportional_mb(pid: int) -> tuple[float, float]:
         name, value = line.split(":", 1)
         fields[name] = int(value.split()[0]) / 1024
     return fields["Private_Clean"] + fields["Private_Dirty"], fields["Pss"]
+
+
+def other_processes(kernels: set[int]) -> list[tuple[str, float, float]]:
+    """(what, USS, PSS) for the container's processes that are not a lab's kernel, by kind."""
+    import psutil
+
+    totals: dict[str, list[float]] = {}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid in kernels or proc.pid == os.getpid() or not proc.info["cmdline"]:
+            continue
+        text = " ".join(proc.info["cmdline"])
+        what = ("JupyterLab server" if "jupyter-lab" in text or "jupyter lab" in text
+                else "pre-loaded kernel server" if "--serve" in text
+                else "kernel launchers" if "forking_kernel" in text
+                else "servers labs started" if "uvicorn" in text
+                else "other")
+        try:
+            uss, pss = private_and_proportional_mb(proc.pid)
+        except OSError:
+            continue
+        total = totals.setdefault(what, [0.0, 0.0])
+        total[0], total[1] = total[0] + uss, total[1] + pss
+    return [(what, uss, pss) for what, (uss, pss) in sorted(totals.items())]
 
 
 async def run_cells(url: str, token: str, kernel_id: str, cells: list[str],
@@ -195,6 +219,9 @@ def main() -> int:
             total_uss, total_pss = total_uss + uss, total_pss + pss
             print(f"  {lab:<28} USS {uss:5.0f}  PSS {pss:5.0f}", flush=True)
         print(f"  {'all kernels':<28} USS {total_uss:5.0f}  PSS {total_pss:5.0f}", flush=True)
+        print("  and the rest:", flush=True)
+        for what, uss, pss in other_processes(set(kernel_pids.values())):
+            print(f"  {what:<28} USS {uss:5.0f}  PSS {pss:5.0f}", flush=True)
     over = sampler.peak / 2**20 > args.peak_target_mb
     how = "each finished lab's kernel shut down" if args.shut_down_finished else "every lab's kernel left running"
     print(f"target: peak under {args.peak_target_mb:.0f} MB with {how}: {'NOT MET' if over else 'met'}", flush=True)

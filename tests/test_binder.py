@@ -3,9 +3,11 @@
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,13 +114,15 @@ def forking_spec(tmp_path, monkeypatch):
     subprocess.run([sys.executable, str(FORKING_KERNEL), "--install", str(tmp_path / "jupyter")], check=True,
                    capture_output=True)
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # this test's own server
+    runtime = tempfile.mkdtemp(prefix="mlk-", dir="/tmp")  # this test's own server (a socket path is short)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     servers: list[int] = []
     yield servers
     for pid in servers:  # the server outlives its kernels on Binder; here it ends with the test
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 @linux_only
