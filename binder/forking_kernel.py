@@ -19,16 +19,13 @@ wrong with the server means a plain `python -m ipykernel_launcher`, as before.
 
 from __future__ import annotations
 
-import hashlib
+# The launcher, one per kernel, imports only these (a few MB each); the rest is imported where used.
 import json
 import os
 import select
 import signal
 import socket
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 # What every lab's kernel imports sooner or later; a module that fails to import is skipped.
 PRELOAD = (
@@ -47,23 +44,26 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.
 READY_TIMEOUT = float(os.environ.get("MLOPS_LAB_FORK_SERVER_TIMEOUT", "90"))
 
 
-def socket_path() -> Path:
+def socket_path() -> str:
     """One server per interpreter and PYTHONPATH: a kernel must see the modules a plain one would."""
-    key = hashlib.sha256(f"{sys.executable}\0{os.environ.get('PYTHONPATH', '')}".encode()).hexdigest()[:12]
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(runtime) / f"mlops-lab-kernels-{os.getuid()}-{key}.sock"
+    import zlib
+
+    key = zlib.crc32(f"{sys.executable}\0{os.environ.get('PYTHONPATH', '')}".encode())
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp"
+    return os.path.join(runtime, f"mlops-lab-kernels-{os.getuid()}-{key:08x}.sock")
 
 
 # --- the launcher -------------------------------------------------------------------------------
 
-def _connect(path: Path) -> socket.socket:
+def _connect(path: str) -> socket.socket:
     """Connect to the server, starting it (once, under a lock) when nobody listens yet."""
     import fcntl
+    import time
 
     def attempt() -> socket.socket | None:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            conn.connect(str(path))
+            conn.connect(path)
             return conn
         except OSError:
             conn.close()
@@ -78,7 +78,7 @@ def _connect(path: Path) -> socket.socket:
         log = open(f"{path}.log", "ab")
         import subprocess
 
-        subprocess.Popen([sys.executable, __file__, "--serve", str(path)], stdin=subprocess.DEVNULL,
+        subprocess.Popen([sys.executable, __file__, "--serve", path], stdin=subprocess.DEVNULL,
                          stdout=log, stderr=log, start_new_session=True, cwd="/")
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
@@ -155,7 +155,7 @@ def _kernel(request: dict, fds: list[int], keep_closed: list) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.argv = [str(Path(__import__("ipykernel_launcher").__file__)), *request["argv"]]
+        sys.argv = [__import__("ipykernel_launcher").__file__, *request["argv"]]
         import random
 
         import numpy
@@ -194,16 +194,18 @@ def _read_request(conn: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(data), fds
 
 
-def serve(path: Path) -> None:
+def serve(path: str) -> None:
     import gc
 
-    sys.path[:] = [p for p in sys.path if p != str(Path(__file__).resolve().parent)]
+    here = os.path.dirname(os.path.realpath(__file__))
+    sys.path[:] = [p for p in sys.path if p != here]
     _preload()
     gc.collect()
     gc.freeze()  # the collector would otherwise touch (and so copy) every preloaded object in each kernel
-    path.unlink(missing_ok=True)
+    if os.path.exists(path):
+        os.unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
+    listener.bind(path)
     os.chmod(path, 0o600)
     listener.listen(16)
     wake_r, wake_w = os.pipe()
@@ -256,13 +258,14 @@ def serve(path: Path) -> None:
 
 # --- the kernelspec -----------------------------------------------------------------------------
 
-def install(folder: Path) -> Path:
+def install(folder):
     """Write folder/kernels/python3: the usual ipykernel spec, launched through this script."""
     import shutil
+    from pathlib import Path
 
     from jupyter_client.kernelspec import KernelSpecManager
 
-    target = folder / "kernels" / "python3"
+    target = Path(folder) / "kernels" / "python3"
     target.mkdir(parents=True, exist_ok=True)
     original = Path(KernelSpecManager().get_kernel_spec("python3").resource_dir)
     if original.resolve() != target.resolve():
@@ -271,7 +274,8 @@ def install(folder: Path) -> Path:
                 shutil.copy(item, target / item.name)
     spec = json.loads((original / "kernel.json").read_text())
     # mlops_lab.learner hands memory glibc keeps back after each cell (a kernel at rest stays small).
-    spec["argv"] = [sys.executable, str(Path(__file__).resolve()), "-f", "{connection_file}",
+    # -I -S: the launcher needs only the standard library, and stays small.
+    spec["argv"] = [sys.executable, "-I", "-S", str(Path(__file__).resolve()), "-f", "{connection_file}",
                     "--InteractiveShellApp.extensions=mlops_lab.learner"]
     (target / "kernel.json").write_text(json.dumps(spec, indent=1))
     return target
@@ -279,9 +283,9 @@ def install(folder: Path) -> Path:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve"]:
-        serve(Path(sys.argv[2]))
+        serve(sys.argv[2])
     elif sys.argv[1:2] == ["--install"]:
-        print(install(Path(sys.argv[2])))
+        print(install(sys.argv[2]))
 
     else:
         sys.exit(launch(sys.argv[1:]))

@@ -130,7 +130,8 @@ def test_forked_kernels_share_the_preloaded_libraries_and_behave_like_plain_kern
     from jupyter_client.manager import start_new_kernel
 
     spec = json.loads((tmp_path / "jupyter" / "kernels" / "python3" / "kernel.json").read_text())
-    assert spec["argv"][:2] == [sys.executable, str(FORKING_KERNEL)] and "{connection_file}" in spec["argv"]
+    assert spec["argv"][0] == sys.executable and str(FORKING_KERNEL) in spec["argv"]
+    assert "{connection_file}" in spec["argv"]
     workdir = tmp_path / "notebooks"
     workdir.mkdir()
     started = []
