@@ -38,6 +38,17 @@ PRELOAD = (
     "mlflow.pyfunc", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
     "pandera.pandas", "pydantic", "fastapi", "fastapi.testclient", "httpx", "uvicorn", "docker", "psutil",
     "yaml", "jinja2",
+    # and what the labs' kernels imported on top of those in the stand-in's walk-through
+    "pandera.backends.pandas.container", "pandera.backends.pandas.components",
+    "pandera.backends.pandas.builtin_checks", "pandera.backends.pandas.builtin_hypotheses",
+    "hypothesis.extra.pandas", "narwhals.stable.v2", "narwhals._pandas_like.dataframe",
+    "mlflow.pyfunc.utils.serving_data_parser", "mlflow.store.tracking.sqlalchemy_workspace_store",
+    "mlflow.store.model_registry.sqlalchemy_workspace_store", "alembic.command", "git",
+    "opentelemetry.sdk.trace", "opentelemetry.sdk.metrics", "pyarrow.parquet", "pyarrow.dataset",
+    "pandas.io.formats.style", "pandas.io.formats.html", "PIL.PngImagePlugin", "prometheus_client",
+    "prometheus_client.openmetrics.exposition", "httpcore", "anyio._backends._asyncio", "fastapi.staticfiles",
+    "fastapi_offline", "IPython.core.completer", "IPython.core.debugger", "IPython.core.oinspect",
+    "IPython.extensions.storemagic", "jedi",  # jedi: tab completion
 )
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 # The first kernel waits for the imports (about 10 s on Binder's one CPU); later ones start at once.
@@ -128,7 +139,8 @@ def _preload() -> None:
 
     # What ipykernel would set before the notebook imports matplotlib (the inline backend).
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    # pyarrow's jemalloc pool runs a background thread, and a fork copies no threads.
+    # A fork copies no threads: pyarrow's jemalloc must not start its background thread here.
+    os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     for name in PRELOAD:
         try:
