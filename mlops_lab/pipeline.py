@@ -585,9 +585,7 @@ def _rollout_step(week: int, day: int, state: dict, ev: _Events, server: _Server
         tags = registry._client()[1].get_model_version(_model(), version).tags
         shadow = shadow_figures(log, version, float(tags.get("threshold") or 0.5))
         live = live_figures(log, champion)
-        ok, reasons = canary_rule(live, shadow, policy)
-        reasons = [r for r in reasons if "requests reached" not in r] if shadow.requests else reasons
-        ok = ok or (shadow.requests >= policy.canary_min_requests and not _blocking(reasons))
+        ok, reasons = _verdict(canary_rule, live, shadow, policy)
         ev.add(week, day, "shadow verdict", reasons, version=version, ok=ok, figures=asdict(shadow),
                champion_figures=asdict(live))
         if ok:
@@ -601,10 +599,8 @@ def _rollout_step(week: int, day: int, state: dict, ev: _Events, server: _Server
     elif plan["phase"] == "canary" and elapsed >= policy.canary_days:
         canary, live = live_figures(log, version), live_figures(log, champion)
         share = canary.requests / max(len(log), 1)
-        ok, reasons = canary_rule(live, canary, policy)
-        if ok not in (True, False) and not isinstance(ok, np.bool_):
-            raise LabError(f"canary_rule returned {ok!r} as its verdict; return (True or False, [reasons]).")
-        ev.add(week, day, "canary verdict", reasons, version=version, ok=bool(ok), figures=asdict(canary),
+        ok, reasons = _verdict(canary_rule, live, canary, policy)
+        ev.add(week, day, "canary verdict", reasons, version=version, ok=ok, figures=asdict(canary),
                champion_figures=asdict(live), answered_share=round(share, 4))
         if ok:
             current = registry.rollout(_model())
@@ -620,13 +616,19 @@ def _rollout_step(week: int, day: int, state: dict, ev: _Events, server: _Server
             _rollback(week, day, state, ev, server, version, "canary", reasons)
 
 
-def _blocking(reasons: list[str]) -> bool:
-    return any(word in r for r in reasons for word in (" > ", "outside"))
+def _verdict(rule, champion: LiveFigures, candidate: LiveFigures, policy: Policy) -> tuple[bool, list[str]]:
+    """``rule``'s verdict, checked: a rule (the learner's, in lab 08) must say yes or no, and why."""
+    answer = rule(champion, candidate, policy)
+    if (not isinstance(answer, tuple) or len(answer) != 2 or not isinstance(answer[0], bool | np.bool_)
+            or isinstance(answer[1], str) or not all(isinstance(r, str) for r in answer[1])):
+        raise LabError(f"The canary rule returned {answer!r}; it must return (promote, reasons): True or False, and "
+                       "a list of sentences, e.g. (False, ['flag rate 9.1% > 3.0%']).")
+    return bool(answer[0]), list(answer[1])
 
 
 def _rollback(week, day, state, ev, server, version, phase, reasons) -> None:
     registry = _registry()
-    why = f"{phase} failed: " + "; ".join(r for r in reasons if " > " in r or "outside" in r or "too few" in r)
+    why = f"{phase} verdict: " + "; ".join(reasons)
     current = registry.rollout(_model())
     want = current if current.candidate is None else registry.abort_rollout(why, _model())
     server.sync(want)
