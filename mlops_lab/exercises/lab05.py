@@ -269,9 +269,9 @@ def _check_healthcheck(value) -> None:
         return  # no daemon or no base image here: checked statically, as above
     health = build_and_probe(value, base)
     assert health.status == "healthy", (
-        f"Docker built your image and ran your HEALTHCHECK in it: the server answered /ready, but Docker calls the "
-        f"container {health.status}. The probe's last run exited with {health.exit_code} and printed: "
-        f"{health.output or '(nothing)'}"
+        f"Docker built your image and ran your HEALTHCHECK in it: the server answered /ready, but your probe never "
+        f"passed, so Docker calls the container {health.status!r}. The probe's last run exited with "
+        f"{health.exit_code} and printed: {health.output or '(nothing)'}"
     )
 
 
@@ -314,7 +314,7 @@ def checked_how() -> str:
     if base is None:
         return ("No Docker daemon or base image here: your Dockerfiles were linted and checked statically, "
                 "not built. With Docker, the checks build them and run them.")
-    return f"Docker is here: the checks built your Dockerfiles on {base} and ran them."
+    return f"Docker is here: the checks of 5.3 and 5.4 build your Dockerfiles on {base} and run them."
 
 
 # --------------------------------------------------------------------------- 5.4: your own Dockerfile
