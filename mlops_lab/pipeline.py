@@ -87,7 +87,8 @@ def shadow_figures(log: pd.DataFrame, version: str, threshold: float) -> LiveFig
     rows = log[log["shadow_version"].astype(str) == version] if "shadow_version" in log else log.iloc[:0]
     failed = int(rows["candidate_error"].notna().sum()) if "candidate_error" in rows else 0
     scores = pd.to_numeric(rows.get("shadow_score", pd.Series(dtype=float)), errors="coerce").dropna()
-    timing = rows["shadow_ms"].astype(float) if "shadow_ms" in rows else pd.Series(dtype=float)
+    column = next((c for c in ("shadow_score_ms", "shadow_ms") if c in rows), None)
+    timing = rows[column].astype(float) if column else pd.Series(dtype=float)
     p99 = float(np.nanpercentile(timing, 99)) if timing.notna().any() else float("nan")
     return LiveFigures(version, len(rows), failed, failed / len(rows) if len(rows) else float("nan"), p99,
                        float((scores >= threshold).mean()) if len(scores) else float("nan"))

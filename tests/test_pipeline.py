@@ -19,7 +19,7 @@ from mlops_lab import pipeline, registry, training
 from mlops_lab.serving.client import to_payload
 from mlops_lab.serving.server import start_server
 
-from .conftest import using_home
+from .conftest import run_cli, using_home
 
 WEEKS, DRIFT = 6, "card_testing@3"  # the lab's run: two quiet weeks, then the new fraud pattern
 FUTURE = "2099-01-01"  # every label has arrived: the ground truth, for judging the loop afterwards
@@ -91,6 +91,8 @@ def test_concept_drift_is_detected_retrained_promoted_and_pr_auc_recovers(drift_
                  "promotion"):
         assert kind in kinds, f"no {kind} event: {kinds}"
     promotion = ev[ev["kind"] == "promotion"].iloc[0]
+    for verdict in ev[ev["kind"].isin(["shadow verdict", "canary verdict"])].itertuples():
+        assert verdict.ok and not any("not measured" in r for r in verdict.reasons), verdict.reasons  # p99 read
     order = [kinds.index(k) for k in ("alert", "gate", "shadow", "canary", "promotion")]
     assert order == sorted(order)
     passed = ev[(ev["kind"] == "gate") & (ev["ok"] == True)].iloc[0]  # noqa: E712
@@ -241,6 +243,14 @@ def test_schedule_and_canary_rule_errors_say_what_to_do():
         pipeline._verdict(lambda champion, canary, policy: True, champion, champion, pipeline.Policy())
 
 
+def test_the_loop_command(workspace):
+    result = run_cli("loop", "--weeks", "1", "--per-day", "200", env={"MLOPS_LAB_HOME": str(workspace)})
+    assert result.returncode == 0, result.stderr
+    assert "week 1 (none): 1400 payments" in result.stdout and "cost_per_1000" in result.stdout
+    again = run_cli("loop", "--weeks", "1", "--per-day", "300", env={"MLOPS_LAB_HOME": str(workspace)})
+    assert again.returncode == 2 and "per_day=200" in again.stderr  # resuming needs the same traffic
+
+
 def test_live_figures_read_the_prediction_log():
     log = pd.DataFrame({
         "model_version": ["1", "1", "2", "1", "2"],
@@ -252,3 +262,8 @@ def test_live_figures_read_the_prediction_log():
     assert (two.requests, two.errors, two.flag_rate) == (3, 1, 0.5)
     assert two.error_rate == pytest.approx(1 / 3) and 5.0 < two.p99_ms <= 7.0
     assert pipeline.live_figures(log, "1").errors == 0
+    shadow = log.assign(shadow_version="3", shadow_score=[0.9, 0.1, 0.2, None, 0.6],
+                        shadow_score_ms=[2.0, 2.0, 3.0, 3.0, 9.0],
+                        candidate_error=[None, None, None, "v3 ValueError: boom", None])
+    three = pipeline.shadow_figures(shadow, "3", threshold=0.5)
+    assert (three.requests, three.errors, three.flag_rate) == (5, 1, 0.5) and three.p99_ms > 8.0
