@@ -172,7 +172,8 @@ def test_no_drift_control_no_churn(workspace):
 @pytest.fixture(scope="module")
 def worse_runs(workspace):
     """A worse challenger forced into canary by hand, then a week of the loop (retraining at its end):
-    straight through, and stopped a day into the canary then resumed."""
+    straight through, and stopped a day into the canary, resumed, killed in the middle of the rollback
+    (the registry changed, the loop's state not saved), resumed again."""
     runs = {}
     for name, stop in (("cardguard-worse", None), ("cardguard-worse-resumed", 1)):
         pipeline.run_loop(1, name=name, stop_after_days=0, report=None)
@@ -187,6 +188,18 @@ def worse_runs(workspace):
             pipeline.run_loop(1, policy=policy, name=name, stop_after_days=stop, report=None)
             state = pipeline._read_json(pipeline.config.path("loop", name, "state.json"), {})
             assert state["day"] == stop and state["rollout"]["phase"] == "canary"
+            # then the process dies right after the registry's rollback, before the loop saved its state
+            abort = registry.abort_rollout
+
+            def abort_then_die(reason, name=None, abort=abort):
+                abort(reason, name)
+                raise KeyboardInterrupt
+
+            with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+                patch.setattr(registry, "abort_rollout", abort_then_die)
+                pipeline.run_loop(1, policy=policy, name=name, report=None)
+            assert registry.rollout(name).candidate is None
+            assert "rollback" not in set(pipeline.events(name)["kind"])
         table = pipeline.run_loop(1, policy=policy, name=name, report=None)
         runs[name] = {"worse": worse, "table": table, "events": pipeline.events(name), "rollout": registry.rollout(name),
                       "truth": pipeline.timeline(FUTURE, name=name)}
