@@ -167,6 +167,9 @@ def _kernel(request: dict, fds: list[int], keep_closed: list) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        import tempfile
+
+        tempfile.tempdir = None  # found again from this kernel's TMPDIR, not the server's
         sys.argv = [__import__("ipykernel_launcher").__file__, *request["argv"]]
         import random
 

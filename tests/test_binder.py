@@ -136,12 +136,14 @@ def test_forked_kernels_share_the_preloaded_libraries_and_behave_like_plain_kern
     workdir.mkdir()
     started = []
     for name in ("a", "b"):
+        (tmp_path / name).mkdir()
         manager, client = start_new_kernel(kernel_name="python3", cwd=str(workdir), startup_timeout=120,
-                                           env={**os.environ, "LAB_MARKER": name})
+                                           env={**os.environ, "LAB_MARKER": name, "TMPDIR": str(tmp_path / name)})
         started.append((manager, client))
     try:
-        facts = [json.loads(_ask(client, "import json, os, sys, numpy; print(json.dumps([os.getpid(), os.getppid(), "
-                                         "os.getcwd(), os.environ['LAB_MARKER'], numpy.random.rand(), "
+        facts = [json.loads(_ask(client, "import json, os, sys, tempfile, numpy; print(json.dumps([os.getpid(), "
+                                         "os.getppid(), os.getcwd(), os.environ['LAB_MARKER'] + ' ' + "
+                                         "tempfile.gettempdir(), numpy.random.rand(), "
                                          "'sklearn.ensemble' in sys.modules, "
                                          "len(get_ipython().events.callbacks['post_run_cell'])]))"))
                  for _, client in started]
@@ -149,7 +151,8 @@ def test_forked_kernels_share_the_preloaded_libraries_and_behave_like_plain_kern
         (pid_b, server_b, _, marker_b, random_b, _, _) = facts[1]
         forking_spec.append(server)
         assert server == server_b and server not in (pid_a, pid_b)  # both forked from the one server
-        assert (cwd_a, marker_a, marker_b) == (str(workdir), "a", "b")  # the launcher's cwd and environment
+        # the launcher's working directory and environment, as a plain kernel would have them
+        assert (cwd_a, marker_a, marker_b) == (str(workdir), f"a {tmp_path / 'a'}", f"b {tmp_path / 'b'}")
         assert random_a != random_b  # each kernel has its own random state, as a fresh process would
         assert preloaded_a and hooks_a >= 1  # libraries already imported; memory released after each cell
         # The libraries' pages are shared: most of what each kernel maps is not its own.
