@@ -13,6 +13,8 @@ exits with the kernel's exit code. If the launcher is killed, the server kills t
 wrong with the server means a plain `python -m ipykernel_launcher`, as before.
 
     python forking_kernel.py -f CONNECTION_FILE   the launcher (the kernelspec's argv)
+    python forking_kernel.py --run -m MODULE ...  the same for `python -m MODULE ...` (the servers labs
+                                                  start, through MLOPS_LAB_FORK_PYTHON)
     python forking_kernel.py --serve SOCKET       the pre-loaded server (the launcher starts it)
     python forking_kernel.py --install DIR        write DIR/kernels/python3/ (then JUPYTER_PATH=DIR)
 """
@@ -99,16 +101,18 @@ def _connect(path: str) -> socket.socket:
     raise OSError(f"the kernel server did not start in {READY_TIMEOUT:.0f} s (see {path}.log)")
 
 
-def launch(argv: list[str]) -> int:
+def launch(argv: list[str], run: bool = False) -> int:
+    """Have the server fork a kernel (or, with run, `python -m MODULE ...` for argv) and stand in for it."""
     try:
         conn = _connect(socket_path())
-        request = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode() + b"\n"
+        request = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "run": run}).encode()
+        request += b"\n"
         socket.send_fds(conn, [request], [0, 1, 2])
         reply = conn.makefile("rb")
         pid = int(json.loads(reply.readline())["pid"])
     except (OSError, ValueError, KeyError) as exc:
-        print(f"forking_kernel: {exc}; starting a plain kernel instead", file=sys.stderr, flush=True)
-        os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *argv])
+        print(f"forking_kernel: {exc}; starting a plain process instead", file=sys.stderr, flush=True)
+        os.execv(sys.executable, [sys.executable, *(argv if run else ["-m", "ipykernel_launcher", *argv])])
 
     def relay(signum, _frame):
         try:
@@ -170,16 +174,23 @@ def _kernel(request: dict, fds: list[int], keep_closed: list) -> None:
         import tempfile
 
         tempfile.tempdir = None  # found again from this kernel's TMPDIR, not the server's
-        sys.argv = [__import__("ipykernel_launcher").__file__, *request["argv"]]
         import random
 
         import numpy
 
         random.seed()
         numpy.random.seed()  # a fresh process would not share its global random state with its siblings
-        from ipykernel import kernelapp
+        if request.get("run"):  # `python -m MODULE args...`
+            import runpy
 
-        kernelapp.launch_new_instance()
+            module, *args = request["argv"][1:]
+            sys.argv = [module, *args]
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = [__import__("ipykernel_launcher").__file__, *request["argv"]]
+            from ipykernel import kernelapp
+
+            kernelapp.launch_new_instance()
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -297,7 +308,9 @@ def install(folder):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--serve"]:
+    if sys.argv[1:3] == ["--run", "-m"] and len(sys.argv) > 3:
+        sys.exit(launch(sys.argv[2:], run=True))
+    elif sys.argv[1:2] == ["--serve"]:
         serve(sys.argv[2])
     elif sys.argv[1:2] == ["--install"]:
         print(install(sys.argv[2]))

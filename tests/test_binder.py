@@ -263,3 +263,40 @@ def test_running_kernels_names_each_kernels_notebook_and_memory(forking_spec, tm
         for manager, client in started:
             client.stop_channels()
             manager.shutdown_kernel(now=True)
+
+
+@linux_only
+def test_a_module_run_through_the_forking_server_is_forked_and_stopped_like_a_process(forking_spec, tmp_path,
+                                                                                     monkeypatch):
+    """`forking_kernel.py --run -m MODULE ...`, as start_server uses it on Binder (MLOPS_LAB_FORK_PYTHON)."""
+    from mlops_lab.serving import server
+
+    monkeypatch.setenv("MLOPS_LAB_FORK_PYTHON", str(FORKING_KERNEL))
+    python = server._python()
+    assert python[0] == sys.executable and python[-2:] == [str(FORKING_KERNEL), "--run"]
+    port = server.free_port()
+    (tmp_path / "hello.txt").write_text("hello")
+    launcher = subprocess.Popen([*python, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/hello.txt").text == "hello"  # its cwd, its argv
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and launcher.poll() is None
+                time.sleep(0.2)
+        (child,) = [c for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == "LISTEN"]
+        forking_spec.append(psutil.Process(child.pid).ppid())
+        assert child.pid != launcher.pid  # forked from the pre-loaded server, not started by the launcher
+        launcher.terminate()  # as ServerHandle.stop does: the signal reaches the module's process
+        launcher.wait(30)  # the launcher ends with it
+        _wait_gone(child.pid)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    monkeypatch.setenv("MLOPS_LAB_FORK_PYTHON", str(tmp_path / "missing.py"))
+    assert server._python() == [sys.executable]  # outside Binder (or without the script): plain Python
