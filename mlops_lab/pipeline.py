@@ -659,12 +659,15 @@ def _end_of_week(week: int, scenario_of, state: dict, ev: _Events, policy: Polic
     settings = StreamSettings(start=str((as_of - pd.Timedelta(days=7)).date()), days=7, window_days=7,
                               per_day=state["per_day"])
     window = daily_windows(served.sort_values("timestamp").reset_index(drop=True), profile, settings)
+    # cost on the chargebacks known now, so alert rules may use it too (lab 07's metric cost_per_1000)
+    window["cost_per_1000"] = live_performance(served, as_of)[2]
     fired = evaluate(list(policy.alert_rules), window)
     fired = fired[fired["fired"]]
     row = window.iloc[0]
     monitor = {"week": week, "scenario": scenario, "requests": int(len(served)), "drifted": row["drifted"],
                "drifted_columns": int(row["drifted_columns"]), "flag_rate": float(row["flag_rate"]),
-               "chargebacks_per_1000": float(row["chargebacks_per_1000"]), "alerts": list(fired["rule"])}
+               "chargebacks_per_1000": float(row["chargebacks_per_1000"]),
+               "cost_per_1000": float(row["cost_per_1000"]), "alerts": list(fired["rule"])}
     weeks = _read_json(_path("weeks.json"), {})
     weeks[str(week)] = monitor
     _write_json(_path("weeks.json"), weeks)
@@ -795,10 +798,6 @@ def timeline(as_of=None, name: str | None = None) -> pd.DataFrame:
 
 
 def _timeline(as_of) -> pd.DataFrame:
-    from sklearn.metrics import average_precision_score
-
-    from .training import DECLINE_COST, REVIEW_FEE
-
     state = _read_json(_path("state.json"), None)
     weeks = _read_json(_path("weeks.json"), {})
     columns = ["week", "scenario", "payments", "drift", "alerts", "chargebacks", "pr_auc", "cost_per_1000",
@@ -814,10 +813,7 @@ def _timeline(as_of) -> pd.DataFrame:
         if not days:
             continue
         served = pd.concat([pd.read_parquet(p) for p in days], ignore_index=True)
-        y = ((served["is_fraud"] == 1) & (served["label_available_at"] <= as_of)).to_numpy()
-        flag = (served["decision"] == "flag").to_numpy()
-        amount = served["amount"].to_numpy(dtype=float)
-        cost = (amount * (y & ~flag)).sum() + flag.sum() * REVIEW_FEE + (flag & ~y).sum() * DECLINE_COST
+        chargebacks, pr_auc, cost_per_1000 = live_performance(served, as_of)
         role = served["role"] if "role" in served else pd.Series("champion", index=served.index)
         monitor = weeks.get(str(week), {})
         happened = log[log["week"] == week] if len(log) else log
@@ -826,15 +822,29 @@ def _timeline(as_of) -> pd.DataFrame:
             "payments": len(served),
             "drift": (monitor.get("drifted") or "none") if monitor else "(week not finished)",
             "alerts": ", ".join(monitor.get("alerts", [])),
-            "chargebacks": int(y.sum()),
-            "pr_auc": round(float(average_precision_score(y, served["score"])), 3) if 0 < y.sum() < len(y) else np.nan,
-            "cost_per_1000": round(1000 * cost / len(served), 1),
+            "chargebacks": chargebacks, "pr_auc": round(pr_auc, 3), "cost_per_1000": round(cost_per_1000, 1),
             "champion": _versions(served.loc[role != "canary", "model_version"]),
             "shadow": _versions(served["shadow_version"]) if "shadow_version" in served else "",
             "canary": _versions(served.loc[role == "canary", "model_version"]),
             "events": ", ".join(_event_label(e) for e in happened.to_dict("records")),
         })
     return pd.DataFrame(rows, columns=columns).set_index("week")
+
+
+def live_performance(served: pd.DataFrame, as_of) -> tuple[int, float, float]:
+    """(chargebacks known, PR-AUC, expected cost per 1,000 payments) of served payments (``score``,
+    ``decision``, ``amount``, ``is_fraud``, ``label_available_at``) on the chargebacks known at
+    ``as_of``; a payment with no chargeback yet counts as genuine, so recent figures firm up later."""
+    from sklearn.metrics import average_precision_score
+
+    from .training import DECLINE_COST, REVIEW_FEE
+
+    y = ((served["is_fraud"] == 1) & (served["label_available_at"] <= pd.Timestamp(as_of))).to_numpy()
+    flag = (served["decision"] == "flag").to_numpy()
+    amount = served["amount"].to_numpy(dtype=float)
+    cost = (amount * (y & ~flag)).sum() + flag.sum() * REVIEW_FEE + (flag & ~y).sum() * DECLINE_COST
+    pr_auc = float(average_precision_score(y, served["score"])) if 0 < y.sum() < len(y) else float("nan")
+    return int(y.sum()), pr_auc, float(1000 * cost / max(len(served), 1))
 
 
 def _versions(values: pd.Series) -> str:

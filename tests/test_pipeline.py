@@ -16,6 +16,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from mlops_lab import pipeline, registry, training
+from mlops_lab.monitoring import AlertRule
 from mlops_lab.serving.client import to_payload
 from mlops_lab.serving.server import start_server
 
@@ -161,7 +162,8 @@ def test_canary_answers_its_share_and_no_more(drift_run):
 
 def test_no_drift_control_no_churn(workspace):
     name = "cardguard-control"
-    table = pipeline.run_loop(4, "none", pipeline.Policy(retrain_every=2), name=name, report=None)
+    rules = pipeline.Policy().alert_rules + (AlertRule("cost", "cost_per_1000", ">", 50_000),)  # any lab 07 metric
+    table = pipeline.run_loop(4, "none", pipeline.Policy(alert_rules=rules, retrain_every=2), name=name, report=None)
     ev = pipeline.events(name)
     assert (ev["kind"] == "gate").sum() == 2  # retrained on schedule every other week, judged each time
     assert not ev["kind"].isin(["alert", "shadow", "canary", "promotion"]).any(), ev[["week", "kind", "reasons"]]
