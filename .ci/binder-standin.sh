@@ -68,8 +68,8 @@ if [[ $what == walk || $what == all ]]; then
     docker exec "$name" ./binder/start python .ci/binder-walkthrough.py --url http://127.0.0.1:8888 \
       --token "$token" "${options[@]}" | tee "$out" || status=1
     oom_check "$name" || status=1
-    summary+=("$(printf '%-10s %s' "$path:" "$(grep -o 'walk-through peak memory: [0-9]* MB' "$out" | grep -o '[0-9]* MB')") \
-$(grep -o 'target: .*' "$out" | sed 's/target: //')")
+    peak=$(grep -o 'walk-through peak memory: [0-9]* MB' "$out" | grep -o '[0-9]* MB' || echo "no peak (failed)")
+    summary+=("$(printf '%-10s %s' "$path:" "$peak") $(grep -o 'target: .*' "$out" | sed 's/target: //' || true)")
     rm -f "$out"
     docker rm -f "$name" >/dev/null
   done
