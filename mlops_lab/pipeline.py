@@ -323,7 +323,7 @@ class _Server:
             if (str(info.get("version")) == str(want.champion) and rollout.get("mode", "off") == want.mode
                     and (want.mode == "off" or str(rollout.get("candidate_version")) == str(want.candidate))):
                 return
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise LabError(f"The server at {self.url} did not pick up {want} within 60 s: start it with an admin "
                        "token (run_loop(admin_token=...)) or a short poll interval (MLOPS_LAB_POLL_SECONDS).")
 
@@ -346,20 +346,14 @@ class _Server:
             self.handle.stop()
 
 
-def _read_log(path, offset: int, ids: set) -> tuple[pd.DataFrame, int]:
-    """The log's records from byte ``offset`` for the payments in ``ids`` (the last record of each)."""
+def _read_log(path, offset: int, ids: set) -> tuple[list[dict], int]:
+    """The log's complete lines from byte ``offset`` that are about the payments in ``ids``, and where they end."""
     with open(path, "rb") as f:
         f.seek(offset)
         chunk = f.read()
     end = offset + chunk.rfind(b"\n") + 1
     records = [json.loads(line) for line in chunk[:end - offset].splitlines() if line.strip()]
-    records = [r for r in records if r.get("transaction_id") in ids]
-    if not records:
-        return pd.DataFrame(), end
-    frame = pd.DataFrame.from_records(records).drop_duplicates("transaction_id", keep="last").reset_index(drop=True)
-    features = pd.DataFrame.from_records(frame.pop("features").tolist(), index=frame.index)
-    frame = pd.concat([frame.rename(columns={"timestamp": "served_at"}), features], axis=1)
-    return frame, end
+    return [r for r in records if r.get("transaction_id") in ids], end
 
 
 # --------------------------------------------------------------------------- the loop
@@ -527,18 +521,23 @@ def _read_days(week: int, payments: pd.DataFrame, state: dict, log_path) -> None
 
 
 def _wait_for_log(path, offset: int, sent: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """The log records of the payments ``sent`` (the server writes them in batches, every 50 ms)."""
-    ids = set(sent["transaction_id"])
+    """The log records of the payments ``sent`` (the last of each), and where they end in the log (the
+    server writes its log off the request path, every 50 ms)."""
+    ids, records = set(sent["transaction_id"]), []
     deadline = time.monotonic() + 30
     while True:
-        served, end = _read_log(path, offset, ids)
-        if len(served) == len(ids) or time.monotonic() > deadline:
+        more, offset = _read_log(path, offset, ids)
+        records += more
+        if len({r["transaction_id"] for r in records}) == len(ids) or time.monotonic() > deadline:
             break
-        time.sleep(0.02)
-    if len(served) < len(ids):
-        raise LabError(f"The prediction log {path} holds {len(served)} of the {len(ids)} payments sent: is the server "
+        time.sleep(0.05)
+    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=["transaction_id", "features"])
+    frame = frame.drop_duplicates("transaction_id", keep="last").reset_index(drop=True)
+    if len(frame) < len(ids):
+        raise LabError(f"The prediction log {path} holds {len(frame)} of the {len(ids)} payments sent: is the server "
                        "writing its log there? Pass run_loop(prediction_log=...) for a server you started.")
-    return served, end
+    features = pd.DataFrame.from_records(frame.pop("features").tolist(), index=frame.index)
+    return pd.concat([frame.rename(columns={"timestamp": "served_at"}), features], axis=1), offset
 
 
 def _adopt(current, state: dict, ev: _Events, server: _Server) -> None:
@@ -797,7 +796,7 @@ def timeline(as_of=None, name: str | None = None) -> pd.DataFrame:
         return _timeline(as_of)
 
 
-def _timeline(as_of) -> pd.DataFrame:
+def _timeline(as_of, only: int | None = None) -> pd.DataFrame:
     state = _read_json(_path("state.json"), None)
     weeks = _read_json(_path("weeks.json"), {})
     columns = ["week", "scenario", "payments", "drift", "alerts", "chargebacks", "pr_auc", "cost_per_1000",
@@ -809,6 +808,8 @@ def _timeline(as_of) -> pd.DataFrame:
     log = events(_LOOP["name"])
     rows = []
     for week in range(1, state["week"] + (1 if state["day"] else 0) + 1):
+        if only is not None and week != only:
+            continue
         days = [_day_file(week, d) for d in range(7) if _day_file(week, d).exists()]
         if not days:
             continue
@@ -864,7 +865,7 @@ def _event_label(event: dict) -> str:
 
 
 def _week_line(week: int) -> str:
-    row = _timeline(None).loc[week]
+    row = _timeline(None, only=week).loc[week]
     return (f"week {week} ({row['scenario']}): {row['payments']} payments, drift: {row['drift']}; "
             f"champion {row['champion']}" + (f"; {row['events']}" if row["events"] else ""))
 
