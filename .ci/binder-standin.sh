@@ -11,7 +11,7 @@
 #   MLOPS_LAB_WALK_SHUT_DOWN=1 walks only the shut-down path, =0 only the kept path (default: both).
 #   MLOPS_LAB_WALK_ENFORCE=1 fails the walk when a path's peak passes its limit:
 #     kernels kept: MLOPS_LAB_WALK_KEPT_PEAK_MB (default 1850: Binder's 2,048 MB less 200 MB of headroom;
-#       measured 1,552 MB with labs 00-07, so a ninth lab has about 300 MB);
+#       measured 1,548 MB with labs 00-07, so a ninth lab has about 300 MB);
 #     kernels shut down: MLOPS_LAB_WALK_PEAK_MB (default 1536: Binder's 2 GB less a margin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
