@@ -757,15 +757,18 @@ def _train_and_register(week: int, train: pd.DataFrame, valid: pd.DataFrame, as_
         return None
     _, client = registry._client()
     name = _model()
-    earlier = [v for v in client.search_model_versions(f"name = '{name}'")
-               if v.tags.get("loop.week") == str(week) and v.tags.get("loop.as_of") == str(as_of)]
+    # what the model depends on: a resumed step finds the version it registered before the stop
+    key = data.fingerprint(pd.DataFrame({"what": [json.dumps(
+        [week, str(as_of), data.fingerprint(train), data.fingerprint(valid), policy.model_kind,
+         sorted(policy.model_params.items()), policy.keep_flag_rate, repr(trained.threshold)], default=str)]}))
+    earlier = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("loop.key") == key]
     if earlier:  # registered before a stop: the same model, trained again the same way
         version = str(earlier[0].version)
     else:
         run_id = training.log_training_run(trained, valid, run_name=f"loop week {week}")
         version = registry.register(run_id, name)
         client.set_model_version_tag(name, version, "loop.week", str(week))
-        client.set_model_version_tag(name, version, "loop.as_of", str(as_of))
+        client.set_model_version_tag(name, version, "loop.key", key)
     ev.add(week, 7, "register", f"challenger v{version} (threshold {trained.threshold:.4f})", version=version)
     return version
 
