@@ -288,11 +288,31 @@ def _plain(value):
 
 
 class _Server:
-    """The server the loop sends traffic to: given (``url``), or started here on first use."""
+    """The server the loop sends traffic to: given (``url``), or the loop's own, started in the
+    background as soon as there is a champion to serve (it takes seconds), and waited for on first use."""
 
     def __init__(self, url: str | None, admin_token: str | None, prediction_log, name: str):
-        self.handle, self._http, self.failed = None, None, 0
+        self.handle, self._http, self.failed, self._thread, self._error = None, None, 0, None, None
         self.url, self.token, self._start = url, admin_token, (prediction_log, name)
+
+    def start_soon(self) -> None:
+        import threading
+
+        if self.url is not None or self._thread is not None:
+            return
+        from .serving.server import start_server
+
+        self.token = self.token or os.urandom(16).hex()
+        log, name = self._start
+
+        def start():
+            try:
+                self.handle = start_server(name=name, admin_token=self.token, prediction_log=log)
+            except BaseException as exc:  # raised again where the server is first needed
+                self._error = exc
+
+        self._thread = threading.Thread(target=start, name="loop-server-start", daemon=True)
+        self._thread.start()
 
     @property
     def http(self):
@@ -300,11 +320,10 @@ class _Server:
 
         if self._http is None:
             if self.url is None:
-                from .serving.server import start_server
-
-                self.token = self.token or os.urandom(16).hex()
-                log, name = self._start
-                self.handle = start_server(name=name, admin_token=self.token, prediction_log=log)
+                self.start_soon()
+                self._thread.join()
+                if self._error is not None:
+                    raise self._error
                 self.url = self.handle.url
             self._http = httpx.Client(base_url=self.url.rstrip("/"), timeout=60)
         return self._http
@@ -342,6 +361,8 @@ class _Server:
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
+        if self._thread is not None:
+            self._thread.join()
         if self.handle is not None:
             self.handle.stop()
 
@@ -389,20 +410,33 @@ def _run(weeks, scenario_of, policy, url, canary_rule, resume, per_day, admin_to
     if not resume:
         _start_again(_read_json(state_path, None))
     state = _read_json(state_path, None)
+    log_path = type(_path())(prediction_log or _path("predictions.jsonl")).resolve()
+    server = _Server(url, admin_token, log_path, _model())
+    try:
+        return _loop(weeks, scenario_of, policy, canary_rule, per_day, stop_after_days, report, state, state_path,
+                     log_path, server)
+    finally:
+        server.close()
+
+
+def _loop(weeks, scenario_of, policy, canary_rule, per_day, stop_after_days, report, state, state_path, log_path,
+          server) -> pd.DataFrame:
+    work = stop_after_days is None or (7 * state["week"] + state["day"] if state else 0) < stop_after_days
     if state is None:
-        state = _fresh_state(per_day, report)
+        state = _fresh_state(per_day, report, server.start_soon if work else lambda: None)
     elif state["per_day"] != per_day:
         raise LabError(f"The saved loop ran at per_day={state['per_day']}; resume with the same traffic, or start "
                        "again with resume=False.")
-    elif report and state["week"] < weeks:
-        report(f"loop: resuming at week {state['week'] + 1}, day {state['day']} (events so far: {state['events']})")
-    log_path = type(_path())(prediction_log or _path("predictions.jsonl")).resolve()
+    elif state["week"] < weeks:
+        if work:
+            server.start_soon()
+        if report:
+            report(f"loop: resuming at week {state['week'] + 1}, day {state['day']} (events so far: {state['events']})")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.touch()
     if state.get("log_path") != str(log_path):  # another server's log: read it from the start (by payment id)
         state["log_path"], state["log_offset"] = str(log_path), 0
     ev = _Events(state["events"])
-    server = _Server(url, admin_token, log_path, _model())
     registry = _registry()
     try:
         _adopt(registry.rollout(_model()), state, ev, server)
@@ -432,7 +466,6 @@ def _run(weeks, scenario_of, policy, url, canary_rule, resume, per_day, admin_to
         saved = _read_json(state_path, state)
         saved["failed_requests"] = saved.get("failed_requests", 0) + server.failed
         _write_json(state_path, saved)
-        server.close()
     return _timeline(None)
 
 
@@ -462,13 +495,13 @@ def _start_again(state: dict | None) -> None:
             path.unlink()
 
 
-def _fresh_state(per_day: int, report) -> dict:
+def _fresh_state(per_day: int, report, champion_ready: Callable[[], None]) -> dict:
     """Prepare what labs 01-07 leave behind (data, a champion, its reference profile)."""
     from .monitoring import stream
     from .setup_steps import STEPS
 
     for lab in sorted(STEPS):
-        if lab <= 7:
+        if lab <= 3:  # data, runs, a gated champion
             STEPS[lab]()
     registry = _registry()
     champion = registry.alias_version(registry.CHAMPION, _model())
@@ -478,6 +511,10 @@ def _fresh_state(per_day: int, report) -> dict:
         run_id = registry._client()[1].get_model_version(config.model_name(), course).run_id
         champion = registry.register(run_id, _model())
         registry.set_alias(registry.CHAMPION, champion, _model())
+    champion_ready()  # the server can start loading it now
+    for lab in sorted(STEPS):
+        if 3 < lab <= 7:
+            STEPS[lab]()
     profile = stream.course_profile()
     profile.save(_path("reference.json"))
     if report:
