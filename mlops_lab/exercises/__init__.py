@@ -21,7 +21,7 @@ from typing import Any
 from .. import config
 from ..errors import LabError
 
-LAB_MODULES = ("lab00", "lab01", "lab02", "lab03", "lab04", "lab05", "lab06", "lab07")
+LAB_MODULES = ("lab00", "lab01", "lab02", "lab03", "lab04", "lab05", "lab06", "lab07", "lab08")
 
 
 class NotAttempted(Exception):

@@ -1,0 +1,676 @@
+"""Lab 08: Closing the loop. Write the canary verdict the loop runs, read the shadow log, verify a
+rollback drill from ``/version``, and pull the facts of a postmortem out of the event log.
+
+Every check runs the learner's function on planted cases (live figures, log rows, ``/version``
+answers, event logs) built here: nothing is read from or written to the learner's workspace."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+
+from . import call, exercise, require_attempt, right, wrong
+
+
+def _stub_function(*args, **kwargs):  # what the generated lab holds: `def f(...): ...`
+    ...
+
+
+# ------------------------------------------------------------------ 8.1 the canary verdict
+
+
+def _figures(version, requests, errors, p99_ms, flag_rate):
+    from ..pipeline import LiveFigures
+
+    return LiveFigures(version=version, requests=requests, errors=errors,
+                       error_rate=errors / requests if requests else float("nan"), p99_ms=p99_ms, flag_rate=flag_rate)
+
+
+def check_policy(**changes):
+    """The policy the 8.1 cases are judged under (the loop's own Policy, with stated canary bounds)."""
+    from ..pipeline import Policy
+
+    bounds = dict(canary_min_requests=300, max_error_rate_increase=0.005, max_p99_ms=100.0, max_flag_rate_ratio=1.5)
+    return dataclasses.replace(Policy(), **{**bounds, **changes})
+
+
+def canary_cases():
+    """(name, champion, canary, policy, promote?, why): live figures a canary week can end with."""
+    nan = float("nan")
+    return [
+        ("a healthy canary", _figures("3", 9_000, 9, 8.0, 0.020), _figures("4", 1_000, 1, 9.0, 0.022),
+         check_policy(), True, "every figure is within the policy's bounds"),
+        ("a canary a little worse on errors, within the margin", _figures("3", 9_000, 45, 8.0, 0.020),
+         _figures("4", 1_000, 8, 8.5, 0.021), check_policy(), True,
+         "0.8% errors against the champion's 0.5% is within the allowed increase of 0.5 points "
+         "(`policy.max_error_rate_increase`): on 1,000 requests, 3 errors more is noise, so a rule "
+         "that refuses any increase rolls back good models"),
+        ("a candidate that catches the new card testing", _figures("3", 9_000, 0, 8.0, 0.020),
+         _figures("4", 1_000, 0, 8.5, 0.028), check_policy(), True,
+         "it flags 1.4 times as often as the champion, within `policy.max_flag_rate_ratio` (1.5): a "
+         "model that catches a new fraud pattern flags more, and that is the point of retraining"),
+        ("a canary that fails 5% of its requests", _figures("3", 9_000, 90, 8.0, 0.020),
+         _figures("4", 1_000, 50, 8.0, 0.020), check_policy(), False,
+         "5.0% of its requests failed against the champion's 1.0%. Compare error *rates*: the canary "
+         "answers only a share of the traffic, so its error count (50) is smaller than the champion's "
+         "(90) even when it fails five times as often"),
+        ("a canary over the latency budget", _figures("3", 9_000, 0, 60.0, 0.020),
+         _figures("4", 1_000, 0, 140.0, 0.020), check_policy(), False,
+         "its p99 of 140 ms is over the budget `policy.max_p99_ms` (100 ms): the card network waits "
+         "100 ms, whatever the champion does"),
+        ("a stricter latency budget", _figures("3", 9_000, 0, 20.0, 0.020), _figures("4", 1_000, 0, 70.0, 0.020),
+         check_policy(max_p99_ms=50.0), False,
+         "this policy's `max_p99_ms` is 50 ms and the canary's p99 is 70 ms: read the bounds from "
+         "`policy`, do not write 100 into the rule"),
+        ("a canary that floods the review team", _figures("3", 9_000, 0, 8.0, 0.020),
+         _figures("4", 1_000, 0, 8.0, 0.070), check_policy(), False,
+         "it flags 3.5 times as often as the champion (7.0% against 2.0%), over "
+         "`policy.max_flag_rate_ratio` (1.5): the reviewers cannot absorb that"),
+        ("a canary that stops flagging", _figures("3", 9_000, 0, 8.0, 0.020), _figures("4", 1_000, 0, 8.0, 0.004),
+         check_policy(), False,
+         "it flags 5 times less often than the champion (0.4% against 2.0%): a model that stops "
+         "flagging lets fraud through. The flag-rate bound works in both directions: between "
+         "champion / max_flag_rate_ratio and champion x max_flag_rate_ratio"),
+        ("a canary that answered 40 requests", _figures("3", 9_000, 0, 8.0, 0.020),
+         _figures("4", 40, 0, 8.0, 0.025), check_policy(), False,
+         "40 requests are too few to judge (`policy.canary_min_requests` is 300): no errors in 40 "
+         "requests says little about 1% errors. Not enough evidence is a reason not to promote"),
+        ("a canary that answered nothing", _figures("3", 9_000, 0, 8.0, 0.020), _figures("4", 0, 0, nan, nan),
+         check_policy(), False,
+         "it answered no request at all (its p99 and flag rate are NaN): no evidence, no promotion"),
+        ("a canary whose latency was not measured", _figures("3", 9_000, 0, 8.0, 0.020),
+         _figures("4", 1_000, 0, nan, 0.021), check_policy(), False,
+         "its p99 is NaN (not measured), and every comparison with NaN is False, so `p99 > budget` "
+         "lets it through. Ask the other way round: promote only when `p99 <= budget` holds"),
+    ]
+
+
+def _reference_canary_verdict(champion, canary, policy):
+    if canary.requests < policy.canary_min_requests:
+        return False, [f"only {canary.requests} canary requests; {policy.canary_min_requests} needed to judge"]
+    reasons = []
+    if canary.error_rate > champion.error_rate + policy.max_error_rate_increase:
+        reasons.append(f"error rate {canary.error_rate:.2%} vs champion {champion.error_rate:.2%}")
+    if not canary.p99_ms <= policy.max_p99_ms:  # also refuses NaN: latency not measured
+        reasons.append(f"p99 {canary.p99_ms:.0f} ms over the {policy.max_p99_ms:.0f} ms budget")
+    ratio = canary.flag_rate / champion.flag_rate
+    if not 1 / policy.max_flag_rate_ratio <= ratio <= policy.max_flag_rate_ratio:
+        reasons.append(f"flags {ratio:.1f} times as often as the champion")
+    return not reasons, reasons
+
+
+def _counts_not_rates(champion, canary, policy):
+    if canary.requests < policy.canary_min_requests:
+        return False, ["too few requests"]
+    ok = (canary.errors <= champion.errors and canary.p99_ms <= policy.max_p99_ms
+          and 1 / policy.max_flag_rate_ratio <= canary.flag_rate / champion.flag_rate <= policy.max_flag_rate_ratio)
+    return ok, [] if ok else ["worse than the champion"]
+
+
+def _hard_coded_budget(champion, canary, policy):
+    if canary.requests < policy.canary_min_requests:
+        return False, ["too few requests"]
+    ok = (canary.error_rate <= champion.error_rate + policy.max_error_rate_increase and canary.p99_ms <= 100
+          and 1 / policy.max_flag_rate_ratio <= canary.flag_rate / champion.flag_rate <= policy.max_flag_rate_ratio)
+    return ok, [] if ok else ["worse than the champion"]
+
+
+def _no_minimum_traffic(champion, canary, policy):
+    reasons = []
+    if canary.error_rate > champion.error_rate + policy.max_error_rate_increase:
+        reasons.append("errors")
+    if not canary.p99_ms <= policy.max_p99_ms:
+        reasons.append("slow")
+    if not 1 / policy.max_flag_rate_ratio <= canary.flag_rate / champion.flag_rate <= policy.max_flag_rate_ratio:
+        reasons.append("flag rate")
+    return not reasons, reasons
+
+
+def _upward_only(champion, canary, policy):
+    if canary.requests < policy.canary_min_requests:
+        return False, ["too few requests"]
+    reasons = []
+    if canary.error_rate > champion.error_rate + policy.max_error_rate_increase:
+        reasons.append("errors")
+    if not canary.p99_ms <= policy.max_p99_ms:
+        reasons.append("slow")
+    if canary.flag_rate > policy.max_flag_rate_ratio * champion.flag_rate:
+        reasons.append("flags too much")
+    return not reasons, reasons
+
+
+def _never_worse(champion, canary, policy):
+    if canary.requests < policy.canary_min_requests:
+        return False, ["too few requests"]
+    ok = (canary.error_rate <= champion.error_rate and canary.p99_ms <= policy.max_p99_ms
+          and 1 / policy.max_flag_rate_ratio <= canary.flag_rate / champion.flag_rate <= policy.max_flag_rate_ratio)
+    return ok, [] if ok else ["worse than the champion"]
+
+
+def _nan_lets_through(champion, canary, policy):
+    reasons = []
+    if canary.requests < policy.canary_min_requests:
+        reasons.append("too few requests")
+    if canary.error_rate - champion.error_rate > policy.max_error_rate_increase:
+        reasons.append("errors")
+    if canary.p99_ms > policy.max_p99_ms:
+        reasons.append("slow")
+    ratio = canary.flag_rate / champion.flag_rate
+    if ratio > policy.max_flag_rate_ratio or ratio < 1 / policy.max_flag_rate_ratio:
+        reasons.append("flag rate")
+    return len(reasons) == 0, reasons
+
+
+def _silent_refusal(champion, canary, policy):
+    promote, _ = _reference_canary_verdict(champion, canary, policy)
+    return promote, []
+
+
+def _checklist(champion, canary, policy):
+    checks = {
+        "enough traffic": canary.requests >= policy.canary_min_requests,
+        "errors": canary.error_rate - champion.error_rate <= policy.max_error_rate_increase,
+        "latency": bool(np.isfinite(canary.p99_ms)) and canary.p99_ms <= policy.max_p99_ms,
+        "flag rate": bool(np.isfinite(canary.flag_rate))
+        and abs(math.log(canary.flag_rate / champion.flag_rate)) <= math.log(policy.max_flag_rate_ratio),
+    }
+    failed = [name for name, ok in checks.items() if not ok]
+    return not failed, [f"failed: {name}" for name in failed]
+
+
+@exercise(
+    "8.1",
+    "The canary verdict",
+    solution='''
+def canary_verdict(champion, canary, policy):
+    if canary.requests < policy.canary_min_requests:  # no evidence is not good evidence
+        return False, [f"only {canary.requests} canary requests; {policy.canary_min_requests} needed"]
+    reasons = []
+    if canary.error_rate > champion.error_rate + policy.max_error_rate_increase:  # rates, not counts
+        reasons.append(f"error rate {canary.error_rate:.2%} vs champion {champion.error_rate:.2%}")
+    if not canary.p99_ms <= policy.max_p99_ms:  # written so that NaN (not measured) fails too
+        reasons.append(f"p99 {canary.p99_ms:.0f} ms over the {policy.max_p99_ms:.0f} ms budget")
+    ratio = canary.flag_rate / champion.flag_rate
+    if not 1 / policy.max_flag_rate_ratio <= ratio <= policy.max_flag_rate_ratio:  # both directions
+        reasons.append(f"flags {ratio:.1f} times as often as the champion")
+    return not reasons, reasons
+''',
+    hints=(
+        "The canary answers a tenth of the traffic: compare error *rates*, never error counts.",
+        "Every bound is a field of `policy` (canary_min_requests, max_error_rate_increase, max_p99_ms, "
+        "max_flag_rate_ratio): a rule with 100 written in it breaks when someone tightens the policy.",
+        "Too few requests is a reason not to promote. And NaN compares False with everything: "
+        "`not p99 <= budget` refuses an unmeasured latency, `p99 > budget` lets it through.",
+        "A flag rate far *below* the champion's is as suspicious as one far above it.",
+    ),
+    reference=lambda: _reference_canary_verdict,
+    stub=lambda: _stub_function,
+    cases=(
+        wrong("error counts instead of rates", lambda: _counts_not_rates, "error *rates*"),
+        wrong("the budget written into the rule", lambda: _hard_coded_budget, "read the bounds from"),
+        wrong("no minimum of traffic", lambda: _no_minimum_traffic, "too few to judge"),
+        wrong("flag rate bounded upward only", lambda: _upward_only, "both directions"),
+        wrong("never any worse on errors", lambda: _never_worse, "is noise"),
+        wrong("NaN latency lets it through", lambda: _nan_lets_through, "every comparison with NaN"),
+        wrong("refuses without saying why", lambda: _silent_refusal, "reasons"),
+        right("a checklist of named checks", lambda: _checklist),
+    ),
+)
+def _check_canary_verdict(func) -> None:
+    require_attempt(func)
+    assert callable(func), "expected a function canary_verdict(champion, canary, policy) returning (promote, reasons)"
+    for name, champion, canary, policy, expected, why in canary_cases():
+        got = call(func, champion, canary, policy)
+        assert isinstance(got, tuple | list) and len(got) == 2, (
+            f"canary_verdict returned {got!r}; return a pair: (promote, reasons), e.g. (False, ['p99 140 ms'])")
+        promote, reasons = got
+        assert isinstance(promote, bool | np.bool_), (
+            f"the first item of your answer is {promote!r}; it must be True (promote) or False (roll back)")
+        assert isinstance(reasons, list | tuple) and all(isinstance(r, str) for r in reasons), (
+            f"the second item of your answer is {reasons!r}; it must be a list of reasons (strings)")
+        figures = (f"champion: {champion.requests} requests, {champion.error_rate:.1%} errors, p99 "
+                   f"{champion.p99_ms} ms, flag rate {champion.flag_rate:.1%}; canary: {canary.requests} requests, "
+                   f"{canary.error_rate:.1%} errors, p99 {canary.p99_ms} ms, flag rate {canary.flag_rate:.1%}")
+        assert bool(promote) == expected, (
+            f"on {name} ({figures}) your rule said {'promote' if promote else 'roll back'}, but it should "
+            f"{'promote' if expected else 'roll back'}: {why}.")
+        assert promote or reasons, (
+            f"on {name} your rule rolled back without reasons: the loop writes them into the event log, and "
+            "whoever is on call reads them. Return at least one reason, e.g. 'p99 140 ms over the 100 ms budget'.")
+
+
+# ------------------------------------------------------------------ 8.2 what the shadow would have done
+
+SHADOW_THRESHOLD = 0.30  # the candidate's own threshold in the planted log (the champion's is 0.20)
+
+
+def shadow_log():
+    """A planted prediction log: four payments before the shadow started, then eleven scored by the
+    champion while the candidate shadowed (two of them with a candidate error)."""
+    rows = [
+        # before the shadow: the champion alone
+        ("p1", 0.05, "approve", None, None, None),
+        ("p2", 0.25, "flag", None, None, None),
+        ("p3", 0.90, "flag", None, None, None),
+        ("p4", 0.01, "approve", None, None, None),
+        # shadow of v5: the champion (threshold 0.20) answers, the candidate (threshold 0.30) is logged
+        ("s1", 0.02, "approve", "5", 0.01, None),
+        ("s2", 0.25, "flag", "5", 0.28, None),  # candidate: 0.28 < 0.30, would approve (a disagreement)
+        ("s3", 0.60, "flag", "5", 0.70, None),
+        ("s4", 0.10, "approve", "5", 0.30, None),  # exactly at its threshold: would flag (a disagreement)
+        ("s5", 0.15, "approve", "5", 0.35, None),  # would flag (a disagreement)
+        ("s6", 0.50, "flag", "5", None, "ValueError: could not convert 'ONLINE'"),
+        ("s7", 0.03, "approve", "5", 0.02, None),
+        ("s8", 0.01, "approve", "5", None, "TimeoutError: candidate took over 50 ms"),
+        ("s9", 0.40, "flag", "5", 0.45, None),
+        ("s10", 0.22, "flag", "5", 0.05, None),  # would approve (a disagreement)
+        ("s11", 0.21, "flag", "5", 0.26, None),  # would approve (a disagreement)
+    ]
+    frame = pd.DataFrame(rows, columns=["transaction_id", "score", "decision", "shadow_version", "shadow_score",
+                                        "candidate_error"])
+    frame["model_version"] = "4"
+    frame["role"] = "champion"
+    frame["shadow_score"] = frame["shadow_score"].astype(float)
+    return frame
+
+
+def _reference_shadow_disagreement(log, candidate_threshold):
+    shadowed = log[log["shadow_score"].notna()]
+    would_flag = shadowed["shadow_score"] >= candidate_threshold
+    return float((would_flag != (shadowed["decision"] == "flag")).mean())
+
+
+@exercise(
+    "8.2",
+    "What the shadow would have decided",
+    solution='''
+def shadow_disagreement(log, candidate_threshold):
+    shadowed = log[log["shadow_score"].notna()]  # scored by both: not before the shadow, not a candidate error
+    would_flag = shadowed["shadow_score"] >= candidate_threshold  # the candidate's own threshold; >= flags
+    return float((would_flag != (shadowed["decision"] == "flag")).mean())
+''',
+    hints=(
+        "Only rows with a `shadow_score` were scored by both models: rows from before the shadow started, "
+        "and rows where the candidate raised (`candidate_error`), have none.",
+        "The champion's decision is already in the log (`decision`), made with the champion's own threshold. "
+        "The candidate decides with *its* threshold: `shadow_score >= candidate_threshold` means flag.",
+        "Disagreement = share of the compared rows where the two decisions differ.",
+    ),
+    reference=lambda: _reference_shadow_disagreement,
+    stub=lambda: _stub_function,
+    cases=(
+        wrong("one threshold for both models", lambda: lambda log, t: float(
+            ((log["score"] >= t) != (log["shadow_score"] >= t))[log["shadow_score"].notna()].mean()),
+            "its own threshold"),
+        wrong("strictly above the threshold", lambda: lambda log, t: float(
+            ((log["shadow_score"] > t) != (log["decision"] == "flag"))[log["shadow_score"].notna()].mean()),
+            "exactly at"),
+        wrong("candidate errors counted as approvals", lambda: lambda log, t: float(
+            ((log["shadow_score"].fillna(0) >= t) != (log["decision"] == "flag"))[log["shadow_version"].notna()]
+            .mean()), "candidate_error"),
+        wrong("divided by the whole log", lambda: lambda log, t: float(
+            ((log["shadow_score"] >= t) != (log["decision"] == "flag"))[log["shadow_score"].notna()].sum()
+            / len(log)), "before the shadow started"),
+        right("numpy on the compared rows", lambda: lambda log, t: float(np.mean(
+            [(s >= t) != (d == "flag") for s, d in zip(log["shadow_score"], log["decision"], strict=True)
+             if not np.isnan(s)]))),
+        right("a query", lambda: lambda log, t: log.query("shadow_score == shadow_score").pipe(
+            lambda f: float(((f["shadow_score"] >= t).map({True: "flag", False: "approve"}) != f["decision"]).mean()))),
+    ),
+)
+def _check_shadow_disagreement(func) -> None:
+    require_attempt(func)
+    assert callable(func), "expected a function shadow_disagreement(log, candidate_threshold) returning a share"
+    log = shadow_log()
+    before = log.copy()
+    got = call(func, log, SHADOW_THRESHOLD)
+    pd.testing.assert_frame_equal(log, before, obj="the log (your function changed its input)")
+    assert isinstance(got, int | float | np.floating) and not isinstance(got, bool), (
+        f"shadow_disagreement returned {type(got).__name__}; return the share as a number between 0 and 1")
+    expected = _reference_shadow_disagreement(log, SHADOW_THRESHOLD)  # 5 of the 9 rows both models scored
+    shadowed = log[log["shadow_score"].notna()]
+    disagree = (shadowed["shadow_score"] >= SHADOW_THRESHOLD) != (shadowed["decision"] == "flag")
+    mistakes = [  # (the share a known mistake gives, what to say)
+        (float(((shadowed["score"] >= SHADOW_THRESHOLD) != (shadowed["shadow_score"] >= SHADOW_THRESHOLD)).mean()),
+         "that is what you get by holding both scores to the candidate's threshold. The champion decided "
+         "each payment with its own threshold (0.20 here), and the log records that as `decision`: compare "
+         "the candidate's decision (its own threshold) with `decision`"),
+        (float(((shadowed["shadow_score"] > SHADOW_THRESHOLD) != (shadowed["decision"] == "flag")).mean()),
+         "payment s4 scored exactly at the candidate's threshold (0.30), and a score exactly at the threshold "
+         "is flagged (`score >= threshold`, as the server decides)"),
+        (float(((log["shadow_score"].fillna(0) >= SHADOW_THRESHOLD) != (log["decision"] == "flag"))[
+            log["shadow_version"].notna()].mean()),
+         "2 of the 11 shadowed payments have no shadow_score because the candidate raised (see "
+         "`candidate_error`): nobody knows what it would have decided there. Leave them out (they are "
+         "candidate errors, which the canary verdict counts)"),
+        (float(disagree.sum() / len(log)),
+         "you divided by the whole log, including the 4 payments from before the shadow started and the 2 "
+         "the candidate failed on. Divide by the rows both models scored"),
+    ]
+    for share, why in mistakes:
+        if math.isclose(got, share) and not math.isclose(got, expected):
+            raise AssertionError(f"you returned {got:.3f}: {why}.")
+    assert math.isclose(got, expected), (
+        f"you returned {got:.3f}, expected {expected:.3f} (5 of the 9 payments both models scored). The champion "
+        "decided each payment with its own threshold (recorded as `decision`); the candidate decides with "
+        f"its own threshold ({SHADOW_THRESHOLD}): `shadow_score >= candidate_threshold` means flag.")
+
+
+# ------------------------------------------------------------------ 8.3 the rollback drill
+
+
+def _version_info(version, mode="off", share=0.0, candidate=None, contract_hash=None):
+    from .. import data
+
+    return {"name": "cardguard", "version": version, "alias": "champion", "source": "registry",
+            "threshold": 0.21, "contract_version": data.CONTRACT_VERSION,
+            "contract_hash": contract_hash or data.contract_hash(), "data_fingerprint": "3f2a9c1d7e5b4a60",
+            "rollout": {"mode": mode, "share": share, "candidate_version": candidate}}
+
+
+def drill_cases():
+    """(name, /version answer, the version rolled back to, done?, why)."""
+    return [
+        ("a finished rollback", _version_info("3"), "3", True, "version 3 serves alone"),
+        ("a server that has not reloaded yet", _version_info("4"), "3", False,
+         "the server still answers with version 4: the registry alias moved, but the server picks it up "
+         "only at its next poll or /admin/reload. Compare the served `version` with the one you rolled back to"),
+        ("a rollback during a canary", _version_info("3", "canary", 0.1, "4"), "3", False,
+         "version 3 is the champion, but the rollout is still in canary mode: version 4 answers 10% of "
+         "payments. The drill is done only when `rollout.mode` is 'off'"),
+        ("a rollback during a shadow", _version_info("3", "shadow", 0.0, "4"), "3", False,
+         "version 4 still scores every payment in shadow mode (it costs latency and can fail): the "
+         "drill is done only when `rollout.mode` is 'off'"),
+        ("a rollback across a contract change", _version_info("3", contract_hash="c0ffee00c0ffee00"), "3", False,
+         "version 3 was trained on another data contract (contract_hash c0ffee00c0ffee00, today's is "
+         "lab.data.contract_hash()): its features mean something else. Compare `contract_hash` too"),
+        ("a server with no model loaded", {"detail": "model not loaded"}, "3", False,
+         "/version answered 503 with only a `detail`: no model serves at all. Your function must say "
+         "False here, not raise: this is the moment the drill most needs an answer (use .get)"),
+    ]
+
+
+def _reference_rollback_done(info, expected_version):
+    from .. import data
+
+    rollout = info.get("rollout") or {}
+    return (info.get("version") == str(expected_version) and rollout.get("mode") == "off"
+            and info.get("contract_hash") == data.contract_hash())
+
+
+def _version_only(info, expected_version):
+    return info.get("version") == str(expected_version)
+
+
+def _no_contract(info, expected_version):
+    return info.get("version") == str(expected_version) and (info.get("rollout") or {}).get("mode") == "off"
+
+
+def _crashes_when_not_ready(info, expected_version):
+    from .. import data
+
+    return (info["version"] == str(expected_version) and info["rollout"]["mode"] == "off"
+            and info["contract_hash"] == data.contract_hash())
+
+
+def _canary_only(info, expected_version):
+    from .. import data
+
+    return (info.get("version") == str(expected_version) and (info.get("rollout") or {}).get("mode") != "canary"
+            and info.get("contract_hash") == data.contract_hash())
+
+
+@exercise(
+    "8.3",
+    "Verify the rollback drill",
+    solution='''
+def rollback_done(info, expected_version):
+    rollout = info.get("rollout") or {}  # a 503 answer has only a "detail"
+    return (info.get("version") == str(expected_version)  # the server reloaded
+            and rollout.get("mode") == "off"  # no candidate answers or scores any payment
+            and info.get("contract_hash") == lab.data.contract_hash())  # it speaks today's contract
+''',
+    hints=(
+        "Three things must hold: the server serves the version you rolled back to, no candidate is in "
+        "the rollout (`info['rollout']['mode'] == 'off'`), and that version speaks today's data contract.",
+        "The registry alias moves at once; the server follows at its next poll or /admin/reload. The "
+        "drill waits for /version, it does not assume.",
+        "A server with no model answers 503 with `{'detail': ...}`: use `info.get(...)` so the check says "
+        "False instead of raising.",
+    ),
+    reference=lambda: _reference_rollback_done,
+    stub=lambda: _stub_function,
+    cases=(
+        wrong("the version alone", lambda: _version_only, "rollout is still in canary mode"),
+        wrong("canary, but not shadow", lambda: _canary_only, "shadow mode"),
+        wrong("ignores the data contract", lambda: _no_contract, "contract_hash"),
+        wrong("indexing that raises on a 503", lambda: _crashes_when_not_ready, "not raise"),
+        right("all() of named conditions", lambda: lambda info, v: all([
+            str(info.get("version")) == str(v),
+            info.get("rollout", {}).get("mode") == "off",
+            info.get("rollout", {}).get("candidate_version") is None,
+            info.get("contract_hash") == __import__("mlops_lab").data.contract_hash()])),
+    ),
+)
+def _check_rollback_done(func) -> None:
+    require_attempt(func)
+    assert callable(func), "expected a function rollback_done(info, expected_version) returning True or False"
+    for name, info, expected_version, expected, why in drill_cases():
+        try:
+            got = func(dict(info), expected_version)
+        except Exception as exc:  # noqa: BLE001 - a learner's function may raise anything
+            raise AssertionError(f"on {name} your function raised {type(exc).__name__}: {exc}. {why}.") from None
+        if got is None:
+            call(func, dict(info), expected_version)  # not attempted, or a forgotten return
+        assert isinstance(got, bool | np.bool_), f"rollback_done returned {got!r}; return True or False"
+        assert bool(got) == expected, f"on {name} (/version: {info}) you said {bool(got)}: {why}."
+
+
+# ------------------------------------------------------------------ 8.4 the facts of a postmortem
+
+LOOP_START = pd.Timestamp("2026-02-16")  # pipeline.START: the loop's week 1 begins here
+DRIFT_START = LOOP_START + pd.Timedelta(weeks=3)  # card testing from week 4 on, as in the lab's run
+
+
+def _events(rows):
+    """An event log as ``pipeline.events()`` returns it, from (week, day, kind, version, ok, reason) rows."""
+    frame = pd.DataFrame([{"seq": seq, "week": week, "day": day,
+                           "at": LOOP_START + pd.Timedelta(days=7 * (week - 1) + day), "kind": kind,
+                           "version": version, "ok": ok, "reasons": [reason]}
+                          for seq, (week, day, kind, version, ok, reason) in enumerate(rows, 1)])
+    return frame
+
+
+def _rollout(week, version, promoted, why):
+    """A gate that passed at the end of ``week``, then shadow, canary and its verdict the week after."""
+    return [(week, 7, "gate", version, True, f"challenger v{version}: passed"),
+            (week + 1, 0, "shadow", version, None, f"v{version} scores every payment beside the champion"),
+            (week + 1, 1, "shadow verdict", version, True, "flag rate within bounds"),
+            (week + 1, 1, "canary", version, None, f"v{version} answers 20% of payments"),
+            (week + 1, 3, "canary verdict", version, promoted, why),
+            (week + 1, 3, "promotion" if promoted else "rollback", version, promoted, why)]
+
+
+def postmortem_cases():
+    """(name, events, drift start, expected facts): the lab's story, with the traps a real log holds."""
+    before = [  # a false alarm and a promotion in week 1-2, a rolled-back canary in week 3: before the drift
+        (1, 7, "alert", None, None, "chargebacks up FIRED: chargebacks_per_1000 = 1.7 > 1.6"),
+        (1, 7, "retrain", None, None, "alert: chargebacks up"), (1, 7, "register", "3", None, "challenger v3"),
+        *_rollout(1, "3", True, "error rate 0.00%, p99 9.1 ms, flag rate within bounds"),
+        (2, 7, "retrain", None, None, "schedule: every 1 week(s)"), (2, 7, "register", "4", None, "challenger v4"),
+        *_rollout(2, "4", False, "p99 140.2 ms > 100 ms"),
+    ]
+    incident = [
+        (4, 7, "alert", None, None, "inputs drift FIRED: drifted_columns = 4 > 0"),
+        (4, 7, "retrain", None, None, "alert: inputs drift"), (4, 7, "register", "5", None, "challenger v5"),
+        *_rollout(4, "5", False, "error rate 4.10% > 0.50%"),
+        (5, 7, "alert", None, None, "inputs drift FIRED: drifted_columns = 4 > 0"),
+        (5, 7, "retrain", None, None, "alert: inputs drift"), (5, 7, "register", "6", None, "challenger v6"),
+        *_rollout(5, "6", True, "error rate 0.00%, p99 8.7 ms, flag rate 3.1% within [1.2%, 4.8%]"),
+        (6, 7, "retrain", None, None, "schedule: every 1 week(s)"), (6, 7, "register", "7", None, "challenger v7"),
+        *_rollout(6, "7", False, "flag rate 7.9% outside [1.5%, 6.2%]"),
+    ]
+    at = lambda week, day: LOOP_START + pd.Timedelta(days=7 * (week - 1) + day)  # noqa: E731
+    open_ = [row for row in before + incident if (row[0], row[1]) < (6, 3)]
+    late = [row for row in before + incident if not (row[0] == 4 and row[2] == "alert")]
+    return [
+        ("the card-testing incident", _events(before + incident), DRIFT_START,
+         {"detected_at": at(4, 7), "fixed_by": "6", "fixed_at": at(6, 3), "rolled_back": ["5"]}),
+        ("an incident still open", _events(open_), DRIFT_START,
+         {"detected_at": at(4, 7), "fixed_by": None, "fixed_at": None, "rolled_back": ["5"]}),
+        ("an alert a week late", _events(late), DRIFT_START,
+         {"detected_at": at(5, 7), "fixed_by": "6", "fixed_at": at(6, 3), "rolled_back": ["5"]}),
+    ]
+
+
+def _reference_incident_facts(events, drift_start):
+    after = events[events["at"] >= pd.Timestamp(drift_start)].sort_values("at", kind="stable")
+    alerts = after[after["kind"] == "alert"]
+    detected = alerts["at"].iloc[0] if len(alerts) else None
+    fix = after[after["kind"] == "promotion"]
+    rolled_back = after.loc[after["kind"] == "rollback", "version"]
+    if len(fix):
+        rolled_back = rolled_back[after.loc[rolled_back.index, "at"] <= fix["at"].iloc[0]]
+    return {"detected_at": detected, "fixed_by": fix["version"].iloc[0] if len(fix) else None,
+            "fixed_at": fix["at"].iloc[0] if len(fix) else None, "rolled_back": list(rolled_back)}
+
+
+def _first_alert_in_log(events, drift_start):
+    facts = _reference_incident_facts(events, drift_start)
+    return {**facts, "detected_at": events.loc[events["kind"] == "alert", "at"].iloc[0]}
+
+
+def _first_promotion_in_log(events, drift_start):
+    facts = _reference_incident_facts(events, drift_start)
+    promotions = events[events["kind"] == "promotion"]
+    return {**facts, "fixed_by": promotions["version"].iloc[0], "fixed_at": promotions["at"].iloc[0]}
+
+
+def _canary_is_the_fix(events, drift_start):
+    facts = _reference_incident_facts(events, drift_start)
+    after = events[(events["at"] >= drift_start) & (events["kind"] == "canary")]
+    return {**facts, "fixed_by": after["version"].iloc[0], "fixed_at": after["at"].iloc[0]}
+
+
+def _every_rollback(events, drift_start):
+    facts = _reference_incident_facts(events, drift_start)
+    return {**facts, "rolled_back": list(events.loc[events["kind"] == "rollback", "version"])}
+
+
+def _rollbacks_after_drift(events, drift_start):
+    facts = _reference_incident_facts(events, drift_start)
+    after = events[events["at"] >= drift_start]
+    return {**facts, "rolled_back": list(after.loc[after["kind"] == "rollback", "version"])}
+
+
+def _crashes_while_open(events, drift_start):
+    after = events[events["at"] >= drift_start]
+    fix = after[after["kind"] == "promotion"].iloc[0]
+    rollbacks = after[(after["kind"] == "rollback") & (after["at"] <= fix["at"])]
+    return {"detected_at": after.loc[after["kind"] == "alert", "at"].iloc[0], "fixed_by": fix["version"],
+            "fixed_at": fix["at"], "rolled_back": list(rollbacks["version"])}
+
+
+def _facts_by_loop(events, drift_start):
+    detected = fixed_by = fixed_at = None
+    rolled_back = []
+    for row in events.sort_values("at").itertuples():
+        if row.at < drift_start or fixed_by is not None:
+            continue
+        if row.kind == "alert" and detected is None:
+            detected = row.at
+        elif row.kind == "rollback":
+            rolled_back.append(row.version)
+        elif row.kind == "promotion":
+            fixed_by, fixed_at = row.version, row.at
+    return {"detected_at": detected, "fixed_by": fixed_by, "fixed_at": fixed_at, "rolled_back": rolled_back}
+
+
+@exercise(
+    "8.4",
+    "The facts of the postmortem",
+    solution='''
+def incident_facts(events, drift_start):
+    after = events[events["at"] >= pd.Timestamp(drift_start)].sort_values("at", kind="stable")
+    alerts = after[after["kind"] == "alert"]
+    fix = after[after["kind"] == "promotion"]  # the first promotion after the drift began
+    rolled_back = after[after["kind"] == "rollback"]
+    if len(fix):  # rollbacks on the way to the fix, not later ones
+        rolled_back = rolled_back[rolled_back["at"] <= fix["at"].iloc[0]]
+    return {"detected_at": alerts["at"].iloc[0] if len(alerts) else None,
+            "fixed_by": fix["version"].iloc[0] if len(fix) else None,
+            "fixed_at": fix["at"].iloc[0] if len(fix) else None,
+            "rolled_back": list(rolled_back["version"])}
+''',
+    hints=(
+        "Only events at or after `drift_start` belong to the incident: an alert before it was a false "
+        "alarm, a promotion before it fixed nothing.",
+        "The fix is the first *promotion* after the drift began. A canary is not a fix: it answers "
+        "only a share of the traffic, and it may still be rolled back.",
+        "An incident can still be open: then there is no promotion, and `fixed_by`/`fixed_at` are None "
+        "(`.iloc[0]` on an empty frame raises).",
+    ),
+    reference=lambda: _reference_incident_facts,
+    stub=lambda: _stub_function,
+    cases=(
+        wrong("the first alert in the log", lambda: _first_alert_in_log, "false alarm"),
+        wrong("the first promotion in the log", lambda: _first_promotion_in_log, "before the drift began"),
+        wrong("the canary taken for the fix", lambda: _canary_is_the_fix, "a canary is not a fix"),
+        wrong("every rollback in the log", lambda: _every_rollback, "before the drift began"),
+        wrong("every rollback after the drift start", lambda: _rollbacks_after_drift, "after the fix"),
+        wrong("crashes while the incident is open", lambda: _crashes_while_open, "still open"),
+        right("one pass over the sorted log", lambda: _facts_by_loop),
+    ),
+)
+def _check_incident_facts(func) -> None:
+    require_attempt(func)
+    assert callable(func), "expected a function incident_facts(events, drift_start) returning a dict"
+    for name, events, drift_start, expected in postmortem_cases():
+        try:
+            got = func(events.copy(), drift_start)
+        except Exception as exc:  # noqa: BLE001 - a learner's function may raise anything
+            open_ = expected["fixed_by"] is None
+            raise AssertionError(
+                f"on {name} your function raised {type(exc).__name__}: {exc}."
+                + (" This incident is still open (no promotion after the drift began): return None for "
+                   "fixed_by and fixed_at." if open_ else "")) from None
+        if got is None:
+            call(func, events.copy(), drift_start)
+        assert isinstance(got, dict), f"incident_facts returned {type(got).__name__}; return a dict"
+        missing = set(expected) - set(got)
+        assert not missing, f"your dict lacks {sorted(missing)}; return the keys {list(expected)}"
+        detected = None if got["detected_at"] is None else pd.Timestamp(got["detected_at"])
+        if detected is not None and detected < drift_start:
+            raise AssertionError(
+                f"on {name} you say the drift was detected on {detected:%Y-%m-%d}, before it began "
+                f"({drift_start:%Y-%m-%d}): that alert was a false alarm. Detection is the first alert at or "
+                "after the drift start.")
+        assert detected == expected["detected_at"], (
+            f"on {name} you say detected_at {detected}, expected {expected['detected_at']:%Y-%m-%d}: the first "
+            "alert at or after the drift start")
+        versions = events.set_index("version")
+        if got["fixed_by"] is not None and str(got["fixed_by"]) in versions.index:
+            kinds = set(events.loc[events["version"] == str(got["fixed_by"]), "kind"])
+            fixed_at = events.loc[(events["version"] == str(got["fixed_by"])) & (events["kind"] == "promotion"), "at"]
+            assert not (len(fixed_at) and fixed_at.iloc[0] < drift_start), (
+                f"on {name} you say version {got['fixed_by']} fixed it, but it was promoted before the drift "
+                "began: it never saw a card-testing payment. The fix is the first promotion after the drift start.")
+            assert "promotion" in kinds or got["fixed_by"] == expected["fixed_by"], (
+                f"on {name} you say version {got['fixed_by']} fixed it, but it never got past the canary: "
+                "a canary is not a fix (it answers a share of traffic and can be rolled back). The fix is "
+                "the first promotion after the drift start.")
+        assert got["fixed_by"] == expected["fixed_by"], (
+            f"on {name} you say fixed_by {got['fixed_by']!r}, expected {expected['fixed_by']!r}"
+            + (": the incident is still open, nothing was promoted after the drift began" if expected["fixed_by"]
+               is None else ""))
+        fixed_at = None if got["fixed_at"] is None else pd.Timestamp(got["fixed_at"])
+        assert fixed_at == expected["fixed_at"], (
+            f"on {name} you say fixed_at {fixed_at}, expected {expected['fixed_at']}: the time of that promotion")
+        rolled_back = [str(v) for v in got["rolled_back"]]
+        assert rolled_back == expected["rolled_back"], (
+            f"on {name} you list rolled_back {rolled_back}, expected {expected['rolled_back']}: only the "
+            "rollbacks on the way to the fix belong to this incident, not those before the drift began (another "
+            "story) nor those after the fix (the next one)")
