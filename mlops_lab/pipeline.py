@@ -515,7 +515,15 @@ def _fresh_state(per_day: int, report, champion_ready: Callable[[], None]) -> di
     for lab in sorted(STEPS):
         if 3 < lab <= 7:
             STEPS[lab]()
-    profile = stream.course_profile()
+    if _LOOP["name"] is None:  # the course's champion: lab 07's profile (cached in the workspace)
+        profile = stream.course_profile()
+    else:  # this model's champion scores the course's training period itself
+        from .serving.model import load_from_registry
+
+        model = load_from_registry(registry.CHAMPION, _model())
+        train = data.time_split(data.load_snapshot())[0]
+        profile = stream.reference_profile(model.pipeline, model.threshold, train)
+        profile.meta = {"model_version": champion, "reference": "course training period"}
     profile.save(_path("reference.json"))
     if report:
         report(f"loop: starting from champion v{champion}, {per_day} payments a day")
