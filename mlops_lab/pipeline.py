@@ -41,7 +41,6 @@ from .monitoring.alerts import AlertRule
 START = pd.Timestamp("2026-02-16")  # the day after the course data ends (lab 07's production period too)
 SEED = 7_000
 CI_STAGES = ("data", "latency", "behaviour")  # the lab 06 stages that judge one candidate model
-CI_SAMPLE = 1_000  # payments of the fixed holdout the latency and behaviour stages sample from
 
 
 # --------------------------------------------------------------------------- live figures and the canary rule
@@ -788,10 +787,7 @@ def _train_and_register(week: int, train: pd.DataFrame, valid: pd.DataFrame, as_
     # sample of payments (a behavioural suite is a fixed set of cases, not this week's traffic).
     ctx = ci.Context(recipe=ci.Recipe(policy.model_kind, dict(policy.model_params)))
     ctx._frame, ctx.candidate = pd.concat([train, valid], ignore_index=True), trained
-    # 1,000 fixed payments (lab 06 uses 2,000): every case must pass, so half the cases still catch a
-    # model that breaks an invariance, at half the scoring time in each retrain.
-    fixed = data.time_split(data.load_snapshot())[2]
-    ctx._split = (train, valid, fixed.sample(min(CI_SAMPLE, len(fixed)), random_state=config.SEED))
+    ctx._split = (train, valid, data.time_split(data.load_snapshot())[2])
     ctx.notes["as_of"] = as_of
     outcomes = []
     for stage in ci.STAGES:
