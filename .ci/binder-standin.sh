@@ -10,9 +10,11 @@
 # daemon and the local base image (bash .ci/base-image.sh).
 #   MLOPS_LAB_WALK_SHUT_DOWN=1 walks only the shut-down path, =0 only the kept path (default: both).
 #   MLOPS_LAB_WALK_ENFORCE=1 fails the walk when a path's peak passes its limit:
-#     kernels kept: MLOPS_LAB_WALK_KEPT_PEAK_MB (default 1900: Binder's 2,048 MB less about 150 MB of headroom;
-#       measured 1,548 MB with labs 00-07, 1,853-1,860 MB with labs 00-08: the peak is lab 08's loop, its
-#       kernel training while its server runs. It was 1,850 (200 MB of headroom) before lab 08 existed);
+#     kernels kept: MLOPS_LAB_WALK_KEPT_PEAK_MB (default 1850: Binder's 2,048 MB less 200 MB of headroom;
+#       measured 1,548 MB with labs 00-07, but 1,853-1,903 MB with labs 00-08: the peak is lab 08's loop,
+#       its kernel training while its server runs. Not met yet, see issue 13);
+#   MLOPS_LAB_WALK_ENFORCE=shut-down enforces the shut-down path's limit only (the kept path still fails
+#     on an OOM kill or a failing lab, and reports its peak against its target);
 #     kernels shut down: MLOPS_LAB_WALK_PEAK_MB (default 1536: Binder's 2 GB less a margin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +23,7 @@ image=mlops-lab/binder-standin:latest
 base=${MLOPS_LAB_BASE_IMAGE:-mlops-lab/python:3.11-slim-local}
 limits=(--memory=2g --memory-swap=2g --cpus=1)
 shut_down_limit_mb=${MLOPS_LAB_WALK_PEAK_MB:-1536}
-kept_limit_mb=${MLOPS_LAB_WALK_KEPT_PEAK_MB:-1900}
+kept_limit_mb=${MLOPS_LAB_WALK_KEPT_PEAK_MB:-1850}
 case ${MLOPS_LAB_WALK_SHUT_DOWN:-both} in
   1) paths=(shut-down) ;;
   0) paths=(kept) ;;
@@ -29,6 +31,8 @@ case ${MLOPS_LAB_WALK_SHUT_DOWN:-both} in
 esac
 enforce=()
 [[ ${MLOPS_LAB_WALK_ENFORCE:-0} == 1 ]] && enforce=(--enforce-peak)
+kept_enforce=("${enforce[@]}")
+[[ ${MLOPS_LAB_WALK_ENFORCE:-0} == shut-down ]] && enforce=(--enforce-peak) && kept_enforce=()
 start=$(date +%s)
 log() { printf '[binder %4ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
@@ -60,7 +64,7 @@ if [[ $what == walk || $what == all ]]; then
   for path in "${paths[@]}"; do
     name=mlops-lab-binder-walk-$path-$$
     token=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    options=("${enforce[@]}" --peak-target-mb "$kept_limit_mb")
+    options=("${kept_enforce[@]}" --peak-target-mb "$kept_limit_mb")
     [[ $path == shut-down ]] && options=("${enforce[@]}" --peak-target-mb "$shut_down_limit_mb" --shut-down-finished)
     log "walk-through ($path): every lab in one JupyterLab in $name, limits: ${limits[*]}"
     docker run -d --name "$name" "${limits[@]}" --network none "$image" \
