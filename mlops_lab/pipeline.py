@@ -103,6 +103,12 @@ class Policy:
                           AlertRule("chargebacks up", "chargebacks_per_1000", ">", 1.6))
     retrain_every: int | None = None  # also retrain every N weeks without an alert (None: only on alerts)
     margin: float = 0.01  # the gate's PR-AUC margin (registry.MARGIN)
+    max_cost_increase: float = 0.10  # the gate also refuses a challenger whose expected cost per 1,000 on
+    # the holdout (at its own threshold) exceeds the champion's by more than this share
+    gate_min_chargebacks: int = 10  # a holdout with fewer known chargebacks is noise (one fraud moves its
+    # PR-AUC by 0.1): the gate keeps the champion
+    cost_aware: bool = True  # retrain with frauds weighted by their amount (training.cost_weights): PR-AUC
+    # counts a EUR 2 card test like a EUR 900 fraud, the cost does not
     keep_flag_rate: bool = True  # the challenger's threshold flags the share the champion flags (the review
     # team's workload stays the same); False: the cost-minimising threshold on the validation days
     model_kind: str = "gradient_boosting"
@@ -748,16 +754,46 @@ def _end_of_week(week: int, scenario_of, state: dict, ev: _Events, policy: Polic
                        "must roll forward.")
     decision = registry.gate(version, holdout, margin=policy.margin, name=_model())
     state["last_holdout"] = digest
-    passed = decision.verdict == "passed"
-    ev.add(week, 7, "gate", [str(decision)], version=version, ok=passed, holdout_digest=digest,
+    cost_ok, cost_reason, costs = _cost_check(version, decision.champion_version, holdout, policy)
+    known = int(holdout["is_fraud"].sum())
+    enough = known >= policy.gate_min_chargebacks
+    evidence = (f"{known} chargebacks known in the holdout ({policy.gate_min_chargebacks} needed): "
+                + ("enough to judge" if enough else "too few to judge, kept the champion"))
+    passed = decision.verdict == "passed" and cost_ok and enough
+    ev.add(week, 7, "gate", [evidence, str(decision), cost_reason], version=version, ok=passed, holdout_digest=digest,
            holdout=f"{holdout['timestamp'].min():%Y-%m-%d} to {holdout['timestamp'].max():%Y-%m-%d}",
            holdout_rows=len(holdout), holdout_chargebacks=int(holdout["is_fraud"].sum()),
            challenger_pr_auc=round(decision.challenger_pr_auc, 4),
            champion_pr_auc=None if decision.champion_pr_auc is None else round(decision.champion_pr_auc, 4),
-           interval=decision.interval, champion=decision.champion_version)
+           interval=decision.interval, champion=decision.champion_version, **costs)
     if passed:
         state["rollout"] = {"version": version, "phase": "pending", "since": 7 * week, "share": 0.0,
                             "holdout_from": str(holdout["timestamp"].min()), "as_of": str(as_of)}
+
+
+def _cost_check(version: str, champion: str | None, holdout: pd.DataFrame, policy: Policy) -> tuple[bool, str, dict]:
+    """The gate's second question: does the challenger, at its own threshold, cost no more than the
+    champion at its own on the holdout (labels known at decision time), within the policy's tolerance?"""
+    from . import training
+
+    registry = _registry()
+    client = registry._client()[1]
+
+    def cost(v: str) -> float:
+        threshold = float(client.get_model_version(_model(), v).tags.get("threshold") or 0.5)
+        scores = training.predict_scores(registry.load(v, _model()), holdout)
+        return training.metrics(holdout["is_fraud"], scores, holdout["amount"], threshold)["cost_per_1000"]
+
+    new = cost(version)
+    if champion is None:
+        return True, f"expected cost on the holdout: EUR {new:,.0f} per 1,000 payments (no champion to compare)", \
+            {"challenger_cost_per_1000": round(new, 1)}
+    old = cost(champion)
+    ok = new <= old * (1 + policy.max_cost_increase)
+    reason = (f"expected cost on the holdout: v{version} EUR {new:,.0f} per 1,000 payments against v{champion}'s "
+              f"EUR {old:,.0f} ({new / old - 1:+.0%}; at most {policy.max_cost_increase:+.0%} allowed): "
+              + ("ok" if ok else "too costly, kept the champion"))
+    return ok, reason, {"challenger_cost_per_1000": round(new, 1), "champion_cost_per_1000": round(old, 1)}
 
 
 def _train_and_register(week: int, train: pd.DataFrame, valid: pd.DataFrame, as_of, why: str, ev: _Events,
@@ -766,7 +802,7 @@ def _train_and_register(week: int, train: pd.DataFrame, valid: pd.DataFrame, as_
     from . import ci, training
 
     registry = _registry()
-    trained = training.train(policy.model_kind, train, valid, **policy.model_params)
+    trained = training.train(policy.model_kind, train, valid, cost_aware=policy.cost_aware, **policy.model_params)
     if policy.keep_flag_rate:
         # Recent labels are mostly still missing (chargebacks take weeks), so a threshold tuned on them
         # flags too little; instead keep the champion's share of flags on the validation days.
@@ -781,7 +817,8 @@ def _train_and_register(week: int, train: pd.DataFrame, valid: pd.DataFrame, as_
                                      f"{train['timestamp'].min():%Y-%m-%d} to {train['timestamp'].max():%Y-%m-%d} with "
                                      f"{int(train['is_fraud'].sum())} chargebacks known at {as_of:%Y-%m-%d}; threshold "
                                      f"set on the {policy.valid_days} days before the holdout week"
-                                     + (" (the champion's flag rate)" if policy.keep_flag_rate else "")],
+                                     + (" (the champion's flag rate)" if policy.keep_flag_rate else "")
+                                     + ("; frauds weighted by their amount" if policy.cost_aware else "")],
            valid_pr_auc=round(trained.valid_metrics["pr_auc"], 4))
     # The data stage tests the loop's own training data; latency and behaviour run on lab 06's fixed
     # sample of payments (a behavioural suite is a fixed set of cases, not this week's traffic).
@@ -808,7 +845,7 @@ def _train_and_register(week: int, train: pd.DataFrame, valid: pd.DataFrame, as_
     # what the model depends on: a resumed step finds the version it registered before the stop
     key = data.fingerprint(pd.DataFrame({"what": [json.dumps(
         [week, str(as_of), data.fingerprint(train), data.fingerprint(valid), policy.model_kind,
-         sorted(policy.model_params.items()), policy.keep_flag_rate, repr(trained.threshold)], default=str)]}))
+         sorted(policy.model_params.items()), policy.keep_flag_rate, policy.cost_aware, repr(trained.threshold)], default=str)]}))
     earlier = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("loop.key") == key]
     if earlier:  # registered before a stop: the same model, trained again the same way
         version = str(earlier[0].version)

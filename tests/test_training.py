@@ -196,3 +196,17 @@ def test_threshold_respects_reviewer_capacity(split, boosted):
     tight = training.choose_threshold(valid["is_fraud"], scores, valid["amount"], days=days, reviews_per_day=20)
     assert tight >= free
     assert (scores >= tight).sum() / days <= 20
+
+
+def test_cost_aware_training_weighs_each_fraud_by_the_square_root_of_its_amount(split, boosted):
+    train, valid, holdout = split
+    frame = train.head(4).assign(is_fraud=[1, 1, 1, 0], amount=[900.0, 4.0, 0.5, 900.0])
+    assert training.cost_weights(frame).tolist() == [30.0, 2.0, 1.0, 1.0]  # genuine payments weigh 1
+    aware = training.train("gradient_boosting", train, valid, cost_aware=True)
+    assert aware.weighting and boosted.weighting is None
+    plain_scores, aware_scores = (training.predict_scores(m.pipeline, holdout) for m in (boosted, aware))
+    assert not np.allclose(plain_scores, aware_scores)  # the weights reach the fit
+    # on the holdout, the frauds it ranks highest are worth more than the plain model's
+    fraud = holdout["is_fraud"].to_numpy() == 1
+    top = lambda s: holdout["amount"].to_numpy()[fraud][np.argsort(-s[fraud])[:20]].mean()  # noqa: E731
+    assert top(aware_scores) > top(plain_scores)
