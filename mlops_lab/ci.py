@@ -358,8 +358,14 @@ def _register(ctx: Context) -> tuple[str, str]:
     _, valid, _ = ctx.split()
     run_id = training.log_training_run(candidate, valid, run_name="ci candidate")
     version = registry.register(run_id)
-    registry.set_alias(registry.CHALLENGER, version)
     champion = registry.alias_version(registry.CHAMPION)
+    running = registry.rollout()
+    if running.mode != "off":  # moving the alias would silently end the rollout the server follows
+        return "pass", (f"registered {config.model_name()} v{version}; the challenger alias stays on "
+                        f"v{running.candidate}, which is in {running.mode} now (champion v{champion}). Challenge "
+                        "with the new version after that rollout ends (lab.registry.promote_candidate or "
+                        "abort_rollout).")
+    registry.set_alias(registry.CHALLENGER, version)
     return "pass", (f"registered {config.model_name()} v{version} as challenger; champion stays v{champion} "
                     "(promotion is the gate's decision: lab.registry.promote_if_better)")
 

@@ -754,7 +754,7 @@ def _end_of_week(week: int, scenario_of, state: dict, ev: _Events, policy: Polic
                        "must roll forward.")
     decision = registry.gate(version, holdout, margin=policy.margin, name=_model())
     state["last_holdout"] = digest
-    cost_ok, cost_reason, costs = _cost_check(version, decision.champion_version, holdout, policy)
+    cost_ok, cost_reason, costs = _cost_check(decision, holdout, policy)
     known = int(holdout["is_fraud"].sum())
     enough = known >= policy.gate_min_chargebacks
     evidence = (f"{known} chargebacks known in the holdout ({policy.gate_min_chargebacks} needed): "
@@ -771,28 +771,20 @@ def _end_of_week(week: int, scenario_of, state: dict, ev: _Events, policy: Polic
                             "holdout_from": str(holdout["timestamp"].min()), "as_of": str(as_of)}
 
 
-def _cost_check(version: str, champion: str | None, holdout: pd.DataFrame, policy: Policy) -> tuple[bool, str, dict]:
+def _cost_check(decision, holdout: pd.DataFrame, policy: Policy) -> tuple[bool, str, dict]:
     """The gate's second question: does the challenger, at its own threshold, cost no more than the
-    champion at its own on the holdout (labels known at decision time), within the policy's tolerance?"""
-    from . import training
-
-    registry = _registry()
-    client = registry._client()[1]
-
-    def cost(v: str) -> float:
-        threshold = float(client.get_model_version(_model(), v).tags.get("threshold") or 0.5)
-        scores = training.predict_scores(registry.load(v, _model()), holdout)
-        return training.metrics(holdout["is_fraud"], scores, holdout["amount"], threshold)["cost_per_1000"]
-
-    new = cost(version)
-    if champion is None:
+    champion at its own on the holdout (labels known at decision time), within the policy's tolerance?
+    The gate scored both already: ``decision`` carries their expected cost (EUR) on the holdout."""
+    per_1000 = 1000 / max(len(holdout), 1)
+    new = decision.challenger_cost * per_1000
+    if decision.champion_version is None:
         return True, f"expected cost on the holdout: EUR {new:,.0f} per 1,000 payments (no champion to compare)", \
             {"challenger_cost_per_1000": round(new, 1)}
-    old = cost(champion)
+    old = decision.champion_cost * per_1000
     ok = new <= old * (1 + policy.max_cost_increase)
-    reason = (f"expected cost on the holdout: v{version} EUR {new:,.0f} per 1,000 payments against v{champion}'s "
-              f"EUR {old:,.0f} ({new / old - 1:+.0%}; at most {policy.max_cost_increase:+.0%} allowed): "
-              + ("ok" if ok else "too costly, kept the champion"))
+    reason = (f"expected cost on the holdout: v{decision.challenger_version} EUR {new:,.0f} per 1,000 payments "
+              f"against v{decision.champion_version}'s EUR {old:,.0f} ({new / old - 1:+.0%}; at most "
+              f"{policy.max_cost_increase:+.0%} allowed): " + ("ok" if ok else "too costly, kept the champion"))
     return ok, reason, {"challenger_cost_per_1000": round(new, 1), "champion_cost_per_1000": round(old, 1)}
 
 

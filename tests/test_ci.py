@@ -42,6 +42,22 @@ def test_pipeline_passes_and_registers_a_challenger_without_promoting(in_workspa
     assert f"v{challenger} as challenger" in result["register"].reason
 
 
+def test_register_stage_leaves_a_running_rollout_alone(in_workspace):
+    """Moving the challenger alias during a shadow or canary would end that rollout without a word
+    (the server would fall back to the champion alone): the stage registers, and leaves the alias."""
+    candidate = registry.register(registry._client()[1].get_model_version(
+        config.model_name(), registry.alias_version(registry.CHAMPION)).run_id)
+    registry.start_shadow(candidate)
+    try:
+        result = ci.run(["data", "train", "register"])
+        assert result.ok, result.table()
+        assert registry.rollout() == registry.Rollout(registry.alias_version(registry.CHAMPION), candidate, "shadow", 0.0)
+        assert f"stays on v{candidate}, which is in shadow" in result["register"].reason
+    finally:
+        registry.abort_rollout("test over")
+    assert registry.rollout().mode == "off"
+
+
 @pytest.mark.parametrize("fault", sorted(ci.FAULTS))
 def test_planted_fault_is_caught_by_its_stage_and_no_earlier(fault, in_workspace):
     result = ci.run(ML_STAGES, fault=fault)
