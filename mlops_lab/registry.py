@@ -309,9 +309,8 @@ def bootstrap_differences(y, challenger_scores, champion_scores, n: int = N_BOOT
     return np.concatenate(diffs)
 
 
-def paired_bootstrap(y, challenger_scores, champion_scores, n: int = N_BOOTSTRAP, seed: int = config.SEED):
-    """Mean and 90% interval of the bootstrapped PR-AUC difference (challenger - champion)."""
-    diffs = bootstrap_differences(y, challenger_scores, champion_scores, n, seed)
+def _summary(diffs: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """Mean and ``CONFIDENCE`` interval of bootstrapped differences."""
     tail = (1 - CONFIDENCE) / 2
     return float(diffs.mean()), (float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail)))
 
@@ -343,8 +342,7 @@ def compare(challenger: HoldoutEvaluation, champion: HoldoutEvaluation, margin: 
     bootstrap differences, reason). Refuses evaluations on holdouts with different digests."""
     _check_same_holdout(challenger, champion)
     diffs = bootstrap_differences(challenger.y, challenger.scores, champion.scores)
-    tail = (1 - CONFIDENCE) / 2
-    mean, interval = float(diffs.mean()), (float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail)))
+    mean, interval = _summary(diffs)
     promoted = rule(interval[0], mean, margin)
     if promoted not in (True, False) and not isinstance(promoted, np.bool_):
         raise LabError(f"The promotion rule returned {promoted!r}; it must return True or False.")
