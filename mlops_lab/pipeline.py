@@ -140,7 +140,8 @@ def canary_verdict(champion: LiveFigures, canary: LiveFigures, policy: Policy = 
         reasons.append(f"error rate {canary.error_rate:.2%} > {limit:.2%} ({canary.errors} errors; champion {base:.2%})")
     else:
         reasons.append(f"error rate {canary.error_rate:.2%} (<= {limit:.2%})")
-    if math.isnan(canary.p99_ms):
+    if math.isnan(canary.p99_ms):  # no evidence of the latency budget is no promotion
+        ok = False
         reasons.append("p99 latency not measured")
     elif canary.p99_ms > policy.max_p99_ms:
         ok = False

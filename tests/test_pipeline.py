@@ -274,6 +274,8 @@ def test_schedule_and_canary_rule_errors_say_what_to_do():
     assert not ok and any("error rate 1.50% >" in r for r in reasons)
     ok, reasons = pipeline.canary_verdict(champion, pipeline.LiveFigures("2", 50, 0, 0.0, 4.0, 0.02))
     assert not ok and any("too few" in r for r in reasons)
+    ok, reasons = pipeline.canary_verdict(champion, pipeline.LiveFigures("2", 200, 0, 0.0, float("nan"), 0.02))
+    assert not ok and "p99 latency not measured" in reasons  # no evidence of the budget: no promotion
     # the loop takes any rule of that shape, and says how to fix one that answers otherwise
     with pytest.raises(pipeline.LabError, match=r"must return \(promote, reasons\)"):
         pipeline._verdict(lambda champion, canary, policy: True, champion, champion, pipeline.Policy())

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from . import call, exercise, require_attempt, right, wrong
+from . import NotAttempted, call, exercise, require_attempt, right, wrong
 
 
 def _stub_function(*args, **kwargs):  # what the generated lab holds: `def f(...): ...`
@@ -57,7 +57,7 @@ def canary_cases():
          "5.0% of its requests failed against the champion's 1.0%. Compare error *rates*: the canary "
          "answers only a share of the traffic, so its error count (50) is smaller than the champion's "
          "(90) even when it fails five times as often"),
-        ("a canary over the latency budget", _figures("3", 9_000, 0, 60.0, 0.020),
+        ("a canary over the latency budget", _figures("3", 9_000, 0, 90.0, 0.020),
          _figures("4", 1_000, 0, 140.0, 0.020), check_policy(), False,
          "its p99 of 140 ms is over the budget `policy.max_p99_ms` (100 ms): the card network waits "
          "100 ms, whatever the champion does"),
@@ -74,6 +74,11 @@ def canary_cases():
          "it flags 5 times less often than the champion (0.4% against 2.0%): a model that stops "
          "flagging lets fraud through. The flag-rate bound works in both directions: between "
          "champion / max_flag_rate_ratio and champion x max_flag_rate_ratio"),
+        ("a canary that flags a third less", _figures("3", 9_000, 0, 8.0, 0.020), _figures("4", 1_000, 0, 8.0, 0.012),
+         check_policy(), False,
+         "it flags 0.6 times as often as the champion (1.2% against 2.0%), below champion / "
+         "max_flag_rate_ratio (1.33%). 'Within a factor of 1.5 either way' is a ratio, not a difference: "
+         "0.8 points is within 0.5 x 2.0% of the champion, but 1.2% is not within a factor of 1.5 of 2.0%"),
         ("a canary that answered 40 requests", _figures("3", 9_000, 0, 8.0, 0.020),
          _figures("4", 40, 0, 8.0, 0.025), check_policy(), False,
          "40 requests are too few to judge (`policy.canary_min_requests` is 300): no errors in 40 "
@@ -85,20 +90,36 @@ def canary_cases():
          _figures("4", 1_000, 0, nan, 0.021), check_policy(), False,
          "its p99 is NaN (not measured), and every comparison with NaN is False, so `p99 > budget` "
          "lets it through. Ask the other way round: promote only when `p99 <= budget` holds"),
+        ("a policy that asks for more evidence", _figures("3", 9_000, 0, 8.0, 0.020),
+         _figures("4", 1_000, 0, 8.0, 0.021), check_policy(canary_min_requests=2_000), False,
+         "this policy's `canary_min_requests` is 2,000 and the canary answered 1,000 requests: read the "
+         "minimum from `policy`, as a count of requests"),
     ]
 
 
 def _reference_canary_verdict(champion, canary, policy):
     if canary.requests < policy.canary_min_requests:
         return False, [f"only {canary.requests} canary requests; {policy.canary_min_requests} needed to judge"]
+    checks = {  # each check's verdict and its reason, kept on a promotion too (the log says why)
+        f"error rate {canary.error_rate:.2%} vs champion {champion.error_rate:.2%}":
+            canary.error_rate <= champion.error_rate + policy.max_error_rate_increase,
+        f"p99 {canary.p99_ms:.0f} ms, budget {policy.max_p99_ms:.0f} ms": canary.p99_ms <= policy.max_p99_ms,
+        f"flags {canary.flag_rate / champion.flag_rate:.2f} times as often as the champion":
+            1 / policy.max_flag_rate_ratio <= canary.flag_rate / champion.flag_rate <= policy.max_flag_rate_ratio,
+    }
+    return all(checks.values()), [f"{'ok' if ok else 'FAIL'}: {reason}" for reason, ok in checks.items()]
+
+
+def _difference_not_ratio(champion, canary, policy):
+    if canary.requests < policy.canary_min_requests:
+        return False, ["too few requests"]
     reasons = []
     if canary.error_rate > champion.error_rate + policy.max_error_rate_increase:
-        reasons.append(f"error rate {canary.error_rate:.2%} vs champion {champion.error_rate:.2%}")
-    if not canary.p99_ms <= policy.max_p99_ms:  # also refuses NaN: latency not measured
-        reasons.append(f"p99 {canary.p99_ms:.0f} ms over the {policy.max_p99_ms:.0f} ms budget")
-    ratio = canary.flag_rate / champion.flag_rate
-    if not 1 / policy.max_flag_rate_ratio <= ratio <= policy.max_flag_rate_ratio:
-        reasons.append(f"flags {ratio:.1f} times as often as the champion")
+        reasons.append("errors")
+    if not canary.p99_ms <= policy.max_p99_ms:
+        reasons.append("slow")
+    if not abs(canary.flag_rate - champion.flag_rate) <= (policy.max_flag_rate_ratio - 1) * champion.flag_rate:
+        reasons.append("flag rate")
     return not reasons, reasons
 
 
@@ -164,6 +185,21 @@ def _nan_lets_through(champion, canary, policy):
     return len(reasons) == 0, reasons
 
 
+def _slow_champion_excuses(champion, canary, policy):
+    if canary.requests < policy.canary_min_requests:
+        return False, ["too few requests"]
+    ok, reasons = _reference_canary_verdict(champion, canary, policy)
+    slow = not canary.p99_ms <= max(policy.max_p99_ms, 2 * champion.p99_ms)  # "no slower than the champion"
+    checks = [r for r in reasons if r.startswith("FAIL") and "p99" not in r] + (["FAIL: slow"] if slow else [])
+    return not checks, checks or ["ok"]
+
+
+def _share_of_traffic(champion, canary, policy):
+    if canary.requests / (canary.requests + champion.requests) < 0.05:  # a share, not policy.canary_min_requests
+        return False, ["too little traffic"]
+    return _reference_canary_verdict(champion, canary, dataclasses.replace(policy, canary_min_requests=0))
+
+
 def _silent_refusal(champion, canary, policy):
     promote, _ = _reference_canary_verdict(champion, canary, policy)
     return promote, []
@@ -181,23 +217,27 @@ def _checklist(champion, canary, policy):
     return not failed, [f"failed: {name}" for name in failed]
 
 
-@exercise(
-    "8.1",
-    "The canary verdict",
-    solution='''
+SOLUTION_8_1 = '''
 def canary_verdict(champion, canary, policy):
     if canary.requests < policy.canary_min_requests:  # no evidence is not good evidence
         return False, [f"only {canary.requests} canary requests; {policy.canary_min_requests} needed"]
-    reasons = []
-    if canary.error_rate > champion.error_rate + policy.max_error_rate_increase:  # rates, not counts
-        reasons.append(f"error rate {canary.error_rate:.2%} vs champion {champion.error_rate:.2%}")
-    if not canary.p99_ms <= policy.max_p99_ms:  # written so that NaN (not measured) fails too
-        reasons.append(f"p99 {canary.p99_ms:.0f} ms over the {policy.max_p99_ms:.0f} ms budget")
     ratio = canary.flag_rate / champion.flag_rate
-    if not 1 / policy.max_flag_rate_ratio <= ratio <= policy.max_flag_rate_ratio:  # both directions
-        reasons.append(f"flags {ratio:.1f} times as often as the champion")
-    return not reasons, reasons
-''',
+    checks = {  # reason -> passed? (kept on a promotion too: the event log says why)
+        f"error rate {canary.error_rate:.2%} vs champion {champion.error_rate:.2%}":
+            canary.error_rate <= champion.error_rate + policy.max_error_rate_increase,  # rates, not counts
+        f"p99 {canary.p99_ms:.0f} ms, budget {policy.max_p99_ms:.0f} ms":
+            canary.p99_ms <= policy.max_p99_ms,  # NaN (not measured) compares False: refused
+        f"flags {ratio:.2f} times as often as the champion":
+            1 / policy.max_flag_rate_ratio <= ratio <= policy.max_flag_rate_ratio,  # both directions
+    }
+    return all(checks.values()), [f"{'ok' if ok else 'FAIL'}: {reason}" for reason, ok in checks.items()]
+'''
+
+
+@exercise(
+    "8.1",
+    "The canary verdict",
+    solution=SOLUTION_8_1,
     hints=(
         "The canary answers a tenth of the traffic: compare error *rates*, never error counts.",
         "Every bound is a field of `policy` (canary_min_requests, max_error_rate_increase, max_p99_ms, "
@@ -213,6 +253,9 @@ def canary_verdict(champion, canary, policy):
         wrong("the budget written into the rule", lambda: _hard_coded_budget, "read the bounds from"),
         wrong("no minimum of traffic", lambda: _no_minimum_traffic, "too few to judge"),
         wrong("flag rate bounded upward only", lambda: _upward_only, "both directions"),
+        wrong("a difference instead of a factor", lambda: _difference_not_ratio, "a ratio, not a difference"),
+        wrong("the budget stretched for a slow champion", lambda: _slow_champion_excuses, "whatever the champion"),
+        wrong("a share of traffic for the minimum", lambda: _share_of_traffic, "as a count of requests"),
         wrong("never any worse on errors", lambda: _never_worse, "is noise"),
         wrong("NaN latency lets it through", lambda: _nan_lets_through, "every comparison with NaN"),
         wrong("refuses without saying why", lambda: _silent_refusal, "reasons"),
@@ -223,7 +266,13 @@ def _check_canary_verdict(func) -> None:
     require_attempt(func)
     assert callable(func), "expected a function canary_verdict(champion, canary, policy) returning (promote, reasons)"
     for name, champion, canary, policy, expected, why in canary_cases():
-        got = call(func, champion, canary, policy)
+        try:
+            got = call(func, champion, canary, policy)
+        except (AssertionError, NotAttempted):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a learner's function may raise anything
+            raise AssertionError(f"on {name} your rule raised {type(exc).__name__}: {exc}. The loop calls it on "
+                                 f"every canary; it must answer this one too: {why}.") from None
         assert isinstance(got, tuple | list) and len(got) == 2, (
             f"canary_verdict returned {got!r}; return a pair: (promote, reasons), e.g. (False, ['p99 140 ms'])")
         promote, reasons = got
@@ -314,6 +363,15 @@ def shadow_disagreement(log, candidate_threshold):
         wrong("divided by the whole log", lambda: lambda log, t: float(
             ((log["shadow_score"] >= t) != (log["decision"] == "flag"))[log["shadow_score"].notna()].sum()
             / len(log)), "before the shadow started"),
+        wrong("agreement instead of disagreement", lambda: lambda log, t: 1 - _reference_shadow_disagreement(log, t),
+              "agree"),
+        wrong("a percentage", lambda: lambda log, t: 100 * _reference_shadow_disagreement(log, t), "percentage"),
+        wrong("one direction only", lambda: lambda log, t: float(
+            ((log["shadow_score"] < t) & (log["decision"] == "flag"))[log["shadow_score"].notna()].mean()),
+            "both ways"),
+        wrong("a column added to the caller's log", lambda: lambda log, t: log.assign(x=0).pipe(lambda f: None)
+              or log.__setitem__("would_flag", log["shadow_score"] >= t) or _reference_shadow_disagreement(log, t),
+              "work on a copy"),
         right("numpy on the compared rows", lambda: lambda log, t: float(np.mean(
             [(s >= t) != (d == "flag") for s, d in zip(log["shadow_score"], log["decision"], strict=True)
              if not np.isnan(s)]))),
@@ -327,13 +385,37 @@ def _check_shadow_disagreement(func) -> None:
     log = shadow_log()
     before = log.copy()
     got = call(func, log, SHADOW_THRESHOLD)
-    pd.testing.assert_frame_equal(log, before, obj="the log (your function changed its input)")
+    try:
+        pd.testing.assert_frame_equal(log, before)
+    except AssertionError:
+        raise AssertionError("your function changed the log it was given (a column added or values overwritten). "
+                             "The log belongs to the caller, who reads it again: work on a copy "
+                             "(`log = log.copy()`) or compute without assigning into it.") from None
     assert isinstance(got, int | float | np.floating) and not isinstance(got, bool), (
         f"shadow_disagreement returned {type(got).__name__}; return the share as a number between 0 and 1")
     expected = _reference_shadow_disagreement(log, SHADOW_THRESHOLD)  # 5 of the 9 rows both models scored
     shadowed = log[log["shadow_score"].notna()]
     disagree = (shadowed["shadow_score"] >= SHADOW_THRESHOLD) != (shadowed["decision"] == "flag")
+    would_flag, flagged = shadowed["shadow_score"] >= SHADOW_THRESHOLD, shadowed["decision"] == "flag"
+    if math.isclose(got, 100 * expected):
+        raise AssertionError(f"you returned {got:.1f}: a percentage. Return the share as a number between 0 and 1 "
+                             f"({expected:.3f}); format it as a percentage when you print it ({{share:.1%}}).")
+    if math.isclose(got, disagree.sum()):
+        raise AssertionError(f"you returned {got}: the number of disagreements. Return the share: divide by the "
+                             "number of payments both models scored.")
     mistakes = [  # (the share a known mistake gives, what to say)
+        (1 - expected, "that is the share of payments on which the two models *agree*; disagreement is the share "
+                       "where the decisions differ (`!=`)"),
+        (float((would_flag & ~flagged).mean()),
+         "that counts only the payments the candidate would flag and the champion approved. A disagreement "
+         "goes both ways: also count those the champion flagged and the candidate would approve"),
+        (float((~would_flag & flagged).mean()),
+         "that counts only the payments the champion flagged and the candidate would approve. A disagreement "
+         "goes both ways: also count those the candidate would flag and the champion approved"),
+        (float(((log["shadow_score"] >= SHADOW_THRESHOLD) != (log["decision"] == "flag"))[
+            log["candidate_error"].isna()].mean()),
+         "you left out the candidate's errors, but kept the 4 payments from before the shadow started: the "
+         "candidate never saw those (no shadow_score). Keep only the rows with a shadow_score"),
         (float(((shadowed["score"] >= SHADOW_THRESHOLD) != (shadowed["shadow_score"] >= SHADOW_THRESHOLD)).mean()),
          "that is what you get by holding both scores to the candidate's threshold. The champion decided "
          "each payment with its own threshold (0.20 here), and the log records that as `decision`: compare "
@@ -350,9 +432,12 @@ def _check_shadow_disagreement(func) -> None:
          "you divided by the whole log, including the 4 payments from before the shadow started and the 2 "
          "the candidate failed on. Divide by the rows both models scored"),
     ]
-    for share, why in mistakes:
-        if math.isclose(got, share) and not math.isclose(got, expected):
-            raise AssertionError(f"you returned {got:.3f}: {why}.")
+    matching = [why for share, why in mistakes if math.isclose(got, share) and not math.isclose(got, expected)]
+    if len(matching) == 1:
+        raise AssertionError(f"you returned {got:.3f}: {matching[0]}.")
+    if matching:  # two mistakes give this share: name both
+        raise AssertionError(f"you returned {got:.3f}, which two different mistakes give: "
+                             + " Or: ".join(f"{why[0].upper()}{why[1:]}." for why in matching))
     assert math.isclose(got, expected), (
         f"you returned {got:.3f}, expected {expected:.3f} (5 of the 9 payments both models scored). The champion "
         "decided each payment with its own threshold (recorded as `decision`); the candidate decides with "
@@ -448,6 +533,9 @@ def rollback_done(info, expected_version):
         wrong("canary, but not shadow", lambda: _canary_only, "shadow mode"),
         wrong("ignores the data contract", lambda: _no_contract, "contract_hash"),
         wrong("indexing that raises on a 503", lambda: _crashes_when_not_ready, "not raise"),
+        wrong("an `and` chain that hands back None", lambda: lambda info, v: info.get("rollout") and (
+            info.get("version") == str(v) and info["rollout"]["mode"] == "off"
+            and info.get("contract_hash") == __import__("mlops_lab").data.contract_hash()), "bool(...)"),
         right("all() of named conditions", lambda: lambda info, v: all([
             str(info.get("version")) == str(v),
             info.get("rollout", {}).get("mode") == "off",
@@ -464,7 +552,11 @@ def _check_rollback_done(func) -> None:
         except Exception as exc:  # noqa: BLE001 - a learner's function may raise anything
             raise AssertionError(f"on {name} your function raised {type(exc).__name__}: {exc}. {why}.") from None
         if got is None:
-            call(func, dict(info), expected_version)  # not attempted, or a forgotten return
+            require_attempt(func)
+            raise AssertionError(
+                f"on {name} your function returned None. If it returns an `and` chain, the chain hands back its "
+                "first falsy part as it is: here `info.get(...)` is None. Wrap the chain in `bool(...)`. "
+                "Otherwise, did you forget `return`?")
         assert isinstance(got, bool | np.bool_), f"rollback_done returned {got!r}; return True or False"
         assert bool(got) == expected, f"on {name} (/version: {info}) you said {bool(got)}: {why}."
 
@@ -512,10 +604,14 @@ def postmortem_cases():
         *_rollout(5, "6", True, "error rate 0.00%, p99 8.7 ms, flag rate 3.1% within [1.2%, 4.8%]"),
         (6, 7, "retrain", None, None, "schedule: every 1 week(s)"), (6, 7, "register", "7", None, "challenger v7"),
         *_rollout(6, "7", False, "flag rate 7.9% outside [1.5%, 6.2%]"),
+        (7, 7, "retrain", None, None, "schedule: every 1 week(s)"), (7, 7, "register", "8", None, "challenger v8"),
+        *_rollout(7, "8", True, "error rate 0.00%, p99 8.2 ms, flag rate 3.0% within [1.2%, 4.8%]"),
     ]
     at = lambda week, day: LOOP_START + pd.Timedelta(days=7 * (week - 1) + day)  # noqa: E731
     open_ = [row for row in before + incident if (row[0], row[1]) < (6, 3)]
     late = [row for row in before + incident if not (row[0] == 4 and row[2] == "alert")]
+    chargebacks_first = [(4, 7, "alert", None, None, "chargebacks up FIRED: chargebacks_per_1000 = 3.4 > 1.6")
+                         if (row[0], row[2]) == (4, "alert") else row for row in before + incident]
     return [
         ("the card-testing incident", _events(before + incident), DRIFT_START,
          {"detected_at": at(4, 7), "fixed_by": "6", "fixed_at": at(6, 3), "rolled_back": ["5"]}),
@@ -523,7 +619,40 @@ def postmortem_cases():
          {"detected_at": at(4, 7), "fixed_by": None, "fixed_at": None, "rolled_back": ["5"]}),
         ("an alert a week late", _events(late), DRIFT_START,
          {"detected_at": at(5, 7), "fixed_by": "6", "fixed_at": at(6, 3), "rolled_back": ["5"]}),
+        ("a drift seen first in the chargebacks", _events(chargebacks_first), DRIFT_START,
+         {"detected_at": at(4, 7), "fixed_by": "6", "fixed_at": at(6, 3), "rolled_back": ["5"]}),
     ]
+
+
+def _missing(value) -> bool:
+    """None, NaT or NaN: what pandas hands back for 'no such row'."""
+    try:
+        return value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or another container: not missing
+        return False
+
+
+def _last_promotion(events, drift_start):
+    facts = _reference_incident_facts(events, drift_start)
+    after = events[(events["at"] >= drift_start) & (events["kind"] == "promotion")]
+    return {**facts, "fixed_by": after["version"].iloc[-1], "fixed_at": after["at"].iloc[-1]} if len(after) else facts
+
+
+def _inputs_drift_alerts_only(events, drift_start):
+    facts = _reference_incident_facts(events, drift_start)
+    after = events[(events["at"] >= drift_start) & (events["kind"] == "alert")]
+    drift = after[after["reasons"].map(lambda reasons: any("inputs drift" in r for r in reasons))]
+    return {**facts, "detected_at": drift["at"].iloc[0] if len(drift) else None}
+
+
+def _with_min(events, drift_start):
+    after = events[events["at"] >= drift_start]
+    fix_at = after.loc[after["kind"] == "promotion", "at"].min()  # NaT while the incident is open
+    fixed = after[(after["kind"] == "promotion") & (after["at"] == fix_at)]
+    rolled = after[(after["kind"] == "rollback") & ((after["at"] <= fix_at) if pd.notna(fix_at) else True)]
+    return {"detected_at": after.loc[after["kind"] == "alert", "at"].min(), "fixed_at": fix_at,
+            "fixed_by": int(fixed["version"].iloc[0]) if len(fixed) else None,
+            "rolled_back": [int(v) for v in rolled["version"]]}
 
 
 def _reference_incident_facts(events, drift_start):
@@ -622,6 +751,9 @@ def incident_facts(events, drift_start):
         wrong("every rollback in the log", lambda: _every_rollback, "before the drift began"),
         wrong("every rollback after the drift start", lambda: _rollbacks_after_drift, "after the fix"),
         wrong("crashes while the incident is open", lambda: _crashes_while_open, "still open"),
+        wrong("the last promotion", lambda: _last_promotion, "*first* promotion"),
+        wrong("inputs-drift alerts only", lambda: _inputs_drift_alerts_only, "whichever rule"),
+        right(".min() with NaT, and integer versions", lambda: _with_min),
         right("one pass over the sorted log", lambda: _facts_by_loop),
     ),
 )
@@ -642,6 +774,7 @@ def _check_incident_facts(func) -> None:
         assert isinstance(got, dict), f"incident_facts returned {type(got).__name__}; return a dict"
         missing = set(expected) - set(got)
         assert not missing, f"your dict lacks {sorted(missing)}; return the keys {list(expected)}"
+        got = {k: None if _missing(v) else v for k, v in got.items()}  # NaT/NaN (e.g. .min() of nothing) = None
         detected = None if got["detected_at"] is None else pd.Timestamp(got["detected_at"])
         if detected is not None and detected < drift_start:
             raise AssertionError(
@@ -650,7 +783,7 @@ def _check_incident_facts(func) -> None:
                 "after the drift start.")
         assert detected == expected["detected_at"], (
             f"on {name} you say detected_at {detected}, expected {expected['detected_at']:%Y-%m-%d}: the first "
-            "alert at or after the drift start")
+            "alert at or after the drift start, whichever rule raised it (inputs drift or chargebacks up)")
         versions = events.set_index("version")
         if got["fixed_by"] is not None and str(got["fixed_by"]) in versions.index:
             kinds = set(events.loc[events["version"] == str(got["fixed_by"]), "kind"])
@@ -662,10 +795,11 @@ def _check_incident_facts(func) -> None:
                 f"on {name} you say version {got['fixed_by']} fixed it, but it never got past the canary: "
                 "a canary is not a fix (it answers a share of traffic and can be rolled back). The fix is "
                 "the first promotion after the drift start.")
-        assert got["fixed_by"] == expected["fixed_by"], (
+        fixed_by = None if got["fixed_by"] is None else str(got["fixed_by"])  # 6 or "6": the same version
+        assert fixed_by == expected["fixed_by"], (
             f"on {name} you say fixed_by {got['fixed_by']!r}, expected {expected['fixed_by']!r}"
             + (": the incident is still open, nothing was promoted after the drift began" if expected["fixed_by"]
-               is None else ""))
+               is None else ": the *first* promotion after the drift began (later ones fixed other things)"))
         fixed_at = None if got["fixed_at"] is None else pd.Timestamp(got["fixed_at"])
         assert fixed_at == expected["fixed_at"], (
             f"on {name} you say fixed_at {fixed_at}, expected {expected['fixed_at']}: the time of that promotion")
