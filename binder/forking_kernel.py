@@ -153,6 +153,74 @@ def _preload() -> None:
             print(f"forking_kernel: not preloaded: {name} ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
+def _warm_up() -> None:
+    """Run once, on a little simulated data, what the labs' kernels and servers all run: simulate,
+    train, score, drift, a table, a plot, the API's app and its schema; then throw the results away.
+
+    Why: Python 3.11 writes into a function's code object the first times it runs (the adaptive
+    interpreter's counters and inline caches), and libraries fill caches on first use (SQLAlchemy's
+    mappers, pandas', pydantic's). Done here, those pages are written once and shared by every kernel
+    and server forked after; otherwise each of them copies them. In the stand-in's walk with nine
+    kernels kept: 7 MB less in each kernel, 12 MB less in lab 08's server, 60 MB off the peak, for
+    about 0.5 s once, before the first kernel starts. It writes no file, opens no tracking store,
+    leaves no setting changed and no thread running (one OpenMP/BLAS thread). A step that fails is
+    skipped and logged: the kernels then warm up themselves, as before."""
+    import io
+    import warnings
+
+    from threadpoolctl import threadpool_limits
+
+    def step(what, run):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                run()
+        except Exception as exc:
+            print(f"forking_kernel: warm-up skipped {what} ({type(exc).__name__}: {exc})", file=sys.stderr)
+
+    def sqlalchemy_mappers():
+        import mlflow.store.model_registry.dbmodels.models  # noqa: F401
+        import mlflow.store.tracking.dbmodels.models  # noqa: F401
+        import sqlalchemy.orm
+
+        sqlalchemy.orm.configure_mappers()
+
+    def course():
+        from mlops_lab import data, training
+        from mlops_lab.monitoring import drift
+        from mlops_lab.serving import app, model
+
+        frame = data.simulate_transactions(days=21, per_day=150, seed=1)
+        train, valid, holdout = data.time_split(frame)
+        for kind in ("logistic_regression", "gradient_boosting"):
+            trained = training.train(kind, train, valid)
+            served = model.prepare(trained.pipeline, name="warm-up", version="0", alias=None, source="warm-up",
+                                   threshold=trained.threshold, contract_hash=data.contract_hash())
+            served.scores(model.serving_examples(4))
+        drift.ReferenceProfile.fit(train).compare(holdout)
+        api = app.create_app(load_model=lambda: served)
+        api.openapi()
+        import prometheus_client
+
+        prometheus_client.enable_created_metrics()  # create_app turned them off, for its own metrics
+        frame.head()._repr_html_()
+        frame.describe()
+
+    def plot():  # rendered as the inline backend renders, without pyplot (no figure is left open)
+        from matplotlib.figure import Figure
+
+        fig = Figure()
+        ax = fig.subplots()
+        ax.plot([0, 1], [0, 1], label="warm-up")
+        ax.legend()
+        fig.savefig(io.BytesIO(), format="png")
+
+    with threadpool_limits(limits=1):
+        step("SQLAlchemy's mappers", sqlalchemy_mappers)
+        step("the course's code paths", course)
+        step("a plot", plot)
+
+
 def _kernel(request: dict, fds: list[int], keep_closed: list) -> None:
     """In the forked child: become the kernel a plain launch would have started. Never returns."""
     code = 1
@@ -226,6 +294,8 @@ def serve(path: str) -> None:
     here = os.path.dirname(os.path.realpath(__file__))
     sys.path[:] = [p for p in sys.path if p != here]
     _preload()
+    if os.environ.get("MLOPS_LAB_FORK_WARM_UP", "1") != "0":
+        _warm_up()
     gc.collect()
     gc.freeze()  # the collector would otherwise touch (and so copy) every preloaded object in each kernel
     if os.path.exists(path):

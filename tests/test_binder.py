@@ -194,6 +194,36 @@ def test_forked_kernels_share_the_preloaded_libraries_and_behave_like_plain_kern
 
 
 @linux_only
+def test_the_preloaded_server_warms_up_the_courses_code_and_leaves_nothing_behind(forking_spec, tmp_path,
+                                                                                  monkeypatch):
+    """Before the first fork it runs the labs' common code once (simulate, train, score, drift, the
+    API's app, a plot), so every kernel shares what that writes: no step may fail silently, and it
+    must leave no thread (a fork copies only one), no file and no open figure behind."""
+    from jupyter_client.manager import start_new_kernel
+
+    untouched = tmp_path / "workspace"
+    monkeypatch.setenv("MLOPS_LAB_HOME", str(untouched))
+    manager, client = start_new_kernel(kernel_name="python3", startup_timeout=120)
+    try:
+        facts = json.loads(_ask(client, "import json, os, sys, matplotlib.pyplot as plt, prometheus_client.metrics as m; "
+                                        "print(json.dumps([os.getppid(), 'mlops_lab.serving.app' in sys.modules, "
+                                        "'mlops_lab.monitoring.drift' in sys.modules, plt.get_fignums(), "
+                                        "m._use_created]))"))
+        server, served, drift, figures, created = facts
+        forking_spec.append(server)
+        log = Path(os.environ["XDG_RUNTIME_DIR"]).glob("mlops-lab-kernels-*.sock.log")
+        log_text = "".join(path.read_text() for path in log)
+        assert "serving on" in log_text and "warm-up skipped" not in log_text, log_text  # e.g. a course function whose signature changed
+        assert served and drift  # imported (and run) before the fork, so shared
+        assert len(os.listdir(f"/proc/{server}/task")) == 1  # one thread: what a fork copies
+        assert figures == [] and created is True  # no figure open, prometheus' setting as it was
+        assert not untouched.exists()  # nothing written to the workspace
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+@linux_only
 def test_a_kernel_still_starts_when_the_preloaded_server_cannot(forking_spec, tmp_path, monkeypatch):
     from jupyter_client.manager import start_new_kernel
 
