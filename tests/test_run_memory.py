@@ -1,0 +1,32 @@
+"""The course run's memory column (``mlops-lab run``): a page is counted once."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mlops_lab.notebooks import _PeakMemory
+
+FORKS = textwrap.dedent("""
+    import os, time
+    import numpy
+    held = numpy.ones(150 * 2**20 // 8)  # 150 MB of its own, written
+    pid = os.fork()
+    if pid == 0:  # shares those 150 MB with its parent, and writes 50 MB of its own
+        more = numpy.ones(50 * 2**20 // 8)
+        time.sleep(2)
+        os._exit(0)
+    time.sleep(2)
+    os.waitpid(pid, 0)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork and /proc: Linux")
+def test_a_forked_copy_is_counted_once_and_its_own_memory_is_counted():
+    with _PeakMemory(interval=0.05) as memory:
+        subprocess.run([sys.executable, "-c", FORKS], check=True, timeout=60)
+    peak_mb = memory.peak / 2**20
+    # 150 + 50 MB, plus the interpreter and numpy (~30-60 MB); counting the fork's shared pages again
+    # would add another 150 MB and more
+    assert 200 <= peak_mb < 300, f"{peak_mb:.0f} MB"
