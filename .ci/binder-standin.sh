@@ -9,13 +9,14 @@
 # Usage: bash .ci/binder-standin.sh [run|walk|all]   (default: all; CI runs `walk`). Needs a Docker
 # daemon and the local base image (bash .ci/base-image.sh).
 #   MLOPS_LAB_WALK_SHUT_DOWN=1 walks only the shut-down path, =0 only the kept path (default: both).
-#   MLOPS_LAB_WALK_ENFORCE=1 fails the walk when a path's peak passes its limit:
+#   MLOPS_LAB_WALK_ENFORCE=1 fails the walk when a path's peak passes its limit (CI sets it):
 #     kernels kept: MLOPS_LAB_WALK_KEPT_PEAK_MB (default 1850: Binder's 2,048 MB less 200 MB of headroom;
-#       measured 1,548 MB with labs 00-07, but 1,853-1,903 MB with labs 00-08: the peak is lab 08's loop,
-#       its kernel training while its server runs. Not met yet, see issue 13);
-#   MLOPS_LAB_WALK_ENFORCE=shut-down enforces the shut-down path's limit only (the kept path still fails
-#     on an OOM kill or a failing lab, and reports its peak against its target);
+#       measured 1,746-1,753 MB with labs 00-08, the peak during lab 08's loop: its kernel training while
+#       its server runs. It was 1,853-1,950 MB before the pre-loaded server warmed up the course's code
+#       and glibc's mmap threshold was fixed, see binder/);
 #     kernels shut down: MLOPS_LAB_WALK_PEAK_MB (default 1536: Binder's 2 GB less a margin).
+#   MLOPS_LAB_WALK_ENFORCE=shut-down enforces the shut-down path's limit only (the kept path still fails
+#     on an OOM kill or a failing lab, and reports its peak against its target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}

@@ -28,9 +28,16 @@ from mlops_lab import config
 
 
 class MemorySampler(threading.Thread):
+    """The container's memory in use, four times a second; at a new peak (10 MB above the last one
+    broken down, at most once a second) also what each process holds of its own, by what it is."""
+
     def __init__(self, interval: float = 0.25):
         super().__init__(daemon=True)
         self.interval, self.peak, self.stop = interval, 0, threading.Event()
+        self.kernels: dict[int, str] = {}  # pid -> the lab whose kernel it is
+        self.lab = ""  # the lab running now
+        self.at_peak: tuple[int, str, list[tuple[str, float]]] | None = None  # in use, lab, (what, USS MB)
+        self._last_breakdown = 0.0
 
     def used(self) -> int:
         limit = config.memory_limit()
@@ -38,7 +45,13 @@ class MemorySampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.peak = max(self.peak, self.used())
+            used = self.used()
+            if used > self.peak:
+                self.peak = used
+                level = self.at_peak[0] if self.at_peak else 0
+                if used > level + 10 * 2**20 and time.monotonic() - self._last_breakdown >= 1:
+                    self._last_breakdown = time.monotonic()
+                    self.at_peak = (used, self.lab, processes_by_kind(self.kernels))
             self.stop.wait(self.interval)
 
 
@@ -61,36 +74,56 @@ def private_and_proportional_mb(pid: int) -> tuple[float, float]:
     return fields["Private_Clean"] + fields["Private_Dirty"], fields["Pss"]
 
 
-def other_processes(kernels: set[int]) -> list[tuple[str, float, float]]:
-    """(what, USS, PSS) for the container's processes that are not a lab's kernel, by kind."""
+def kind_of(proc, kernels: dict[int, str]) -> str:
+    """What a process of the container is: a lab's kernel, the pre-loaded server, a server a lab
+    started (forked from the pre-loaded server, or a plain uvicorn), JupyterLab, launchers, this walk."""
+    if proc.pid in kernels:
+        return f"kernel: {kernels[proc.pid]}"
+    if proc.pid == os.getpid():
+        return "this walk (Binder's browser)"
+    text = " ".join(proc.info["cmdline"] or ())
+    if "jupyter-lab" in text or "jupyter lab" in text:
+        return "JupyterLab server"
+    if "--serve" in text:  # the pre-loaded server, or a process forked from it that is not a kernel
+        try:
+            forked = "--serve" in " ".join(proc.parent().cmdline())
+        except Exception:
+            forked = False
+        return "servers labs started" if forked else "pre-loaded kernel server"
+    if "forking_kernel" in text:
+        return "kernel launchers"
+    if "uvicorn" in text:
+        return "servers labs started"
+    return "other"
+
+
+def processes_by_kind(kernels: dict[int, str]) -> list[tuple[str, float, float]]:
+    """(what, USS, PSS) in MB for the container's processes, summed by kind_of, largest first."""
     import psutil
 
     totals: dict[str, list[float]] = {}
     for proc in psutil.process_iter(["pid", "cmdline"]):
-        if proc.pid in kernels or proc.pid == os.getpid() or not proc.info["cmdline"]:
+        if not proc.info["cmdline"]:
             continue
-        text = " ".join(proc.info["cmdline"])
-        what = ("JupyterLab server" if "jupyter-lab" in text or "jupyter lab" in text
-                else "pre-loaded kernel server" if "--serve" in text
-                else "kernel launchers" if "forking_kernel" in text
-                else "servers labs started" if "uvicorn" in text
-                else "other")
         try:
             uss, pss = private_and_proportional_mb(proc.pid)
         except OSError:
             continue
-        total = totals.setdefault(what, [0.0, 0.0])
+        total = totals.setdefault(kind_of(proc, kernels), [0.0, 0.0])
         total[0], total[1] = total[0] + uss, total[1] + pss
-    return [(what, uss, pss) for what, (uss, pss) in sorted(totals.items())]
+    return sorted(((what, uss, pss) for what, (uss, pss) in totals.items()), key=lambda row: -row[1])
 
 
 async def run_cells(url: str, token: str, kernel_id: str, cells: list[str],
-                    timeout: float) -> tuple[list[str], int | None]:
+                    timeout: float, on_pid=lambda pid: None) -> tuple[list[str], int | None]:
     ws_url = url.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels?token={token}"
     session = uuid.uuid4().hex
     errors: list[str] = []
     connection = await websocket_connect(ws_url, max_message_size=64 * 2**20)
     try:
+        pid = await kernel_pid(connection, session, timeout)  # the first kernel waits for the pre-loaded server
+        if pid:
+            on_pid(pid)  # known before the cells run, so a peak during the lab names its kernel
         for index, code in enumerate(cells):
             msg_id = uuid.uuid4().hex
             await connection.write_message(json.dumps({
@@ -117,13 +150,12 @@ async def run_cells(url: str, token: str, kernel_id: str, cells: list[str],
                     break
             if errors:
                 break  # like "Run All" with stop_on_error: a learner sees the error and stops there
-        pid = await kernel_pid(connection, session)
     finally:
         connection.close()
     return errors, pid
 
 
-async def kernel_pid(connection, session: str) -> int | None:
+async def kernel_pid(connection, session: str, timeout: float = 30) -> int | None:
     """The kernel's process id, through a silent request (no history, no output, nothing in the notebook)."""
     msg_id = uuid.uuid4().hex
     await connection.write_message(json.dumps({
@@ -134,7 +166,7 @@ async def kernel_pid(connection, session: str) -> int | None:
                     "user_expressions": {"pid": "__import__('os').getpid()"}, "allow_stdin": False},
     }))
     while True:
-        raw = await asyncio.wait_for(connection.read_message(), 30)
+        raw = await asyncio.wait_for(connection.read_message(), timeout)
         if raw is None:
             return None
         if isinstance(raw, bytes):
@@ -181,9 +213,14 @@ def main() -> int:
                                                    "kernel": {"name": "python3"}}).json()
         started = time.monotonic()
         pid = None
+        sampler.lab = Path(path).name
+
+        def known(pid, lab=Path(path).name):
+            sampler.kernels[pid] = lab
+
         try:
             errors, pid = asyncio.run(run_cells(args.url, args.token, session["kernel"]["id"], cells,
-                                                args.cell_timeout))
+                                                args.cell_timeout, on_pid=known))
         except Exception as exc:  # a dead kernel, a timeout
             errors = [f"{type(exc).__name__}: {exc}"]
         if pid:
@@ -220,8 +257,17 @@ def main() -> int:
             print(f"  {lab:<28} USS {uss:5.0f}  PSS {pss:5.0f}", flush=True)
         print(f"  {'all kernels':<28} USS {total_uss:5.0f}  PSS {total_pss:5.0f}", flush=True)
         print("  and the rest:", flush=True)
-        for what, uss, pss in other_processes(set(kernel_pids.values())):
-            print(f"  {what:<28} USS {uss:5.0f}  PSS {pss:5.0f}", flush=True)
+        for what, uss, pss in processes_by_kind(sampler.kernels):
+            if not what.startswith("kernel:"):
+                print(f"  {what:<28} USS {uss:5.0f}  PSS {pss:5.0f}", flush=True)
+    if sampler.at_peak:
+        used, lab, rows = sampler.at_peak
+        own = sum(uss for _, uss, _ in rows)
+        print(f"at the peak (the sample of {used / 2**20:.0f} MB, during {lab}), what each process held of its "
+              "own (USS, MB):", flush=True)
+        for what, uss, pss in rows:
+            print(f"  {what:<40} USS {uss:5.0f}  PSS {pss:5.0f}", flush=True)
+        print(f"  {'shared by several (counted once), and the rest':<40} {used / 2**20 - own:9.0f}", flush=True)
     over = sampler.peak / 2**20 > args.peak_target_mb
     how = "each finished lab's kernel shut down" if args.shut_down_finished else "every lab's kernel left running"
     print(f"target: peak under {args.peak_target_mb:.0f} MB with {how}: {'NOT MET' if over else 'met'}", flush=True)
