@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,72 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input:
         cwd=cwd or ROOT, env={**os.environ, **(env or {})}, input=input,
         capture_output=True, text=True, timeout=600,
     )
+
+
+class Hammer:
+    """Payments sent to a running server from a thread, for as long as a ``with`` block lasts: one
+    at a time to /predict, every ``pause`` seconds (0: without pause), and with ``batch_every=n``
+    every n-th request a batch of 8 to /predict/batch (the same routing, payment by payment).
+
+    Keeps every request's status (its code, or the exception's name when the connection was
+    refused, reset or timed out after ``timeout`` seconds), every model version that answered, each
+    answer with the ``phase`` the test had declared when the request was sent, and every failure
+    (anything but a 200) with its phase."""
+
+    def __init__(self, url: str, bodies: list[dict], pause: float = 0.1, batch_every: int | None = None,
+                 timeout: float = 30):
+        self.url, self.bodies, self.pause, self.batch_every, self.timeout = url, bodies, pause, batch_every, timeout
+        self.phase = "start"
+        self.statuses: list = []
+        self.versions: set[str] = set()
+        self.answers: list[tuple[str, dict, int]] = []  # (phase, answer, payments in its request)
+        self.failures: list[tuple] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import httpx
+
+        with httpx.Client(base_url=self.url, timeout=self.timeout) as client:
+            i = 0
+            while not self._stop.is_set():
+                body, phase = self.bodies[i % len(self.bodies)], self.phase
+                i += 1
+                try:
+                    if self.batch_every and i % self.batch_every == 0:
+                        start = i % (len(self.bodies) - 8)
+                        response = client.post("/predict/batch", json={"transactions": self.bodies[start:start + 8]})
+                        answers = response.json()["predictions"] if response.status_code == 200 else []
+                    else:
+                        response = client.post("/predict", json=body)
+                        answers = [response.json()] if response.status_code == 200 else []
+                except Exception as exc:  # a refused connection, a reset, a timeout, a body that is no JSON
+                    self.statuses.append(type(exc).__name__)
+                    self.failures.append((phase, repr(exc)))
+                else:
+                    self.statuses.append(response.status_code)
+                    if response.status_code != 200:
+                        self.failures.append((phase, response.status_code, response.text[:300]))
+                    for answer in answers:
+                        self.versions.add(answer["model_version"])
+                        self.answers.append((phase, answer, len(answers)))
+                self._stop.wait(self.pause)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+
+    def in_phase(self, phase: str, alone: bool = False) -> list[dict]:
+        """The answers in ``phase`` (with ``alone``, only those to single payments, not batches)."""
+        return [a for p, a, n in self.answers if p == phase and (n == 1 or not alone)]
+
+    def wait(self, phase: str, n: int, timeout: float = 20):
+        """Wait until ``n`` answers have come back in ``phase``."""
+        deadline = time.monotonic() + timeout
+        while len(self.in_phase(phase)) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(self.in_phase(phase)) >= n, f"only {len(self.in_phase(phase))} answers in phase {phase}"

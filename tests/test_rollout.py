@@ -4,21 +4,21 @@ following it under continuous traffic (shadow, canary, promotion, abort, rollbac
 import json
 import math
 import os
-import threading
 import time
 
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
-from mlops_lab import data, registry, training
+from mlops_lab import config, data, registry, training
 from mlops_lab.errors import LabError
 from mlops_lab.serving import start_server, to_payload
 from mlops_lab.serving.app import canary_bucket
 
 from .broken_models import CalibratesPerBatch, SqueezesItsInput
-from .conftest import ROOT, using_home
+from .conftest import ROOT, Hammer, using_home
 
 
 @pytest.fixture(scope="module")
@@ -163,59 +163,6 @@ def test_canary_buckets_are_stable_across_processes():
     assert abs((buckets < 0.1).mean() - 0.1) < 0.01 and abs((buckets < 0.5).mean() - 0.5) < 0.02
 
 
-class Traffic:
-    """A client thread sending payments one at a time, without pause, until stopped. Every answer is
-    kept with the phase the test had declared when the request was sent."""
-
-    def __init__(self, url: str, payments: pd.DataFrame):
-        self.url, self.bodies = url, to_payload(payments)
-        self.phase, self.answers, self.failures = "start", [], []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        with httpx.Client(timeout=10) as client:
-            i = 0
-            while not self._stop.is_set():
-                body, phase = self.bodies[i % len(self.bodies)], self.phase
-                i += 1
-                try:
-                    if i % 25 == 0:  # now and then a batch: the same routing, payment by payment
-                        start = i % (len(self.bodies) - 8)
-                        response = client.post(f"{self.url}/predict/batch",
-                                               json={"transactions": self.bodies[start:start + 8]})
-                        answers = response.json()["predictions"] if response.status_code == 200 else [None]
-                    else:
-                        response = client.post(f"{self.url}/predict", json=body)
-                        answers = [response.json()] if response.status_code == 200 else [None]
-                except Exception as exc:  # a refused connection, a reset, a timeout: all failures
-                    self.failures.append((phase, repr(exc)))
-                    continue
-                if response.status_code != 200:
-                    self.failures.append((phase, response.status_code, response.text[:300]))
-                    continue
-                for answer in answers:
-                    self.answers.append((phase, answer, len(answers)))
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(30)
-
-    def in_phase(self, phase: str, alone: bool = False) -> list[dict]:
-        """The answers in ``phase`` (with ``alone``, only those to single payments, not batches)."""
-        return [a for p, a, n in self.answers if p == phase and (n == 1 or not alone)]
-
-    def wait(self, phase: str, n: int, timeout: float = 20):
-        deadline = time.monotonic() + timeout
-        while len(self.in_phase(phase)) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(self.in_phase(phase)) >= n, f"only {len(self.in_phase(phase))} answers in phase {phase}"
-
-
 def test_rollout_under_traffic_fails_no_request(in_store, tmp_path, monkeypatch):
     runs, holdout = in_store
     name = "rollout-http"
@@ -224,12 +171,20 @@ def test_rollout_under_traffic_fails_no_request(in_store, tmp_path, monkeypatch)
     broken, nan = registry.register(runs["broken"], name=name), registry.register(runs["nan"], name=name)
     payments = data.simulate_transactions(1000, start="2026-03-02", seed=5)
     log_path = tmp_path / "predictions.jsonl"
-    # a registry URI an earlier store exported into the environment: start_server passes this store's
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{tmp_path / 'another-store.db'}")
+    # URIs an earlier store exported into the environment (mlflow.set_registry_uri() does): start_server
+    # passes this store's to the server instead
+    stale = f"sqlite:///{tmp_path / 'another-store.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stale)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", stale)
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # tests.broken_models
     started = time.monotonic()
     with start_server(name=name, admin_token=TOKEN, poll_seconds=0.3, prediction_log=log_path, env=env) as server, \
-            Traffic(server.url, payments) as traffic, httpx.Client(timeout=30) as admin:
+            Hammer(server.url, to_payload(payments), pause=0, batch_every=25, timeout=10) as traffic, \
+            httpx.Client(timeout=30) as admin:
+        # The server's process gets this store's URIs, not the stale ones. (Serving this store's models
+        # below cannot tell: the server's own mlflow_client() sets both URIs from MLOPS_LAB_HOME too.)
+        server_env = psutil.Process(server.process.pid).environ()
+        assert server_env["MLFLOW_TRACKING_URI"] == server_env["MLFLOW_REGISTRY_URI"] == config.tracking_uri()
 
         def version() -> dict:
             return admin.get(f"{server.url}/version").json()
