@@ -200,10 +200,11 @@ def select(root: Path, numbers: list[str] | None, labs: bool = False) -> list[Pa
 
 class _PeakMemory:
     """Polls the memory of this process's children (the kernel) and of what they start, counting a
-    page once: a kernel's resident memory, plus what each process under it holds of its own (USS).
-    A process a kernel forks shares the kernel's pages until it writes to them, and a server it
-    starts maps the same libraries: summing resident sizes counted those twice (lab 03 once showed
-    1,035 MB while its kernel peaked at 440-520 MB)."""
+    shared page once: what each process holds of its own (USS), plus, once, the largest part any of
+    them shares (RSS less USS: the libraries, and what a forked process still shares with its parent).
+    Summing resident sizes counted a forked copy, or a server's libraries, twice (lab 03 once showed
+    1,035 MB while its kernel peaked at 440-520 MB); a kernel forked from a pre-loaded process (Binder's
+    kernels) is counted with the libraries it shares."""
 
     def __init__(self, interval: float = 0.1):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
@@ -214,13 +215,15 @@ class _PeakMemory:
 
         me = psutil.Process()
         while not self._stop.is_set():
-            total = 0
+            own = shared = 0
             for child in me.children(recursive=True):
                 try:
-                    total += child.memory_info().rss if child.ppid() == me.pid else child.memory_full_info().uss
+                    memory = child.memory_full_info()
                 except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
+                    continue
+                own += memory.uss
+                shared = max(shared, memory.rss - memory.uss)
+            self.peak = max(self.peak, own + shared)
             self._stop.wait(self.interval)
 
     def __enter__(self):
