@@ -10,7 +10,8 @@ launcher asks the pre-loaded server (started on first use; one per Python and PY
 kernel with the launcher's arguments, environment, working directory and stdio, then stands in for
 it: Jupyter's signals (interrupt, terminate, kill) reach the kernel's process group, and the launcher
 exits with the kernel's exit code. If the launcher is killed, the server kills the kernel. Anything
-wrong with the server means a plain `python -m ipykernel_launcher`, as before.
+wrong with the server means a plain `python -m ipykernel_launcher`, as before. Before it forks
+anything, the server runs the labs' common code once (`_warm_up`; MLOPS_LAB_FORK_WARM_UP=0 skips it).
 
     python forking_kernel.py -f CONNECTION_FILE   the launcher (the kernelspec's argv)
     python forking_kernel.py --run -m MODULE ...  the same for `python -m MODULE ...` (the servers labs
