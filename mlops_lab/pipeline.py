@@ -843,7 +843,10 @@ def _train_and_register(week: int, train: pd.DataFrame, valid: pd.DataFrame, as_
     if earlier:  # registered before a stop: the same model, trained again the same way
         version = str(earlier[0].version)
     else:
-        run_id = training.log_training_run(trained, valid, run_name=f"loop week {week}")
+        # the loop's own experiment: its retrains (trained on newer data, scored on their own few days) must
+        # not top lab 02's compare_runs(), from which labs 02-03 and lab.setup pick the course's models
+        run_id = training.log_training_run(trained, valid, run_name=f"loop week {week}",
+                                           experiment=f"{config.experiment_name()}-loop")
         version = registry.register(run_id, name)
         client.set_model_version_tag(name, version, "loop.week", str(week))
         client.set_model_version_tag(name, version, "loop.key", key)

@@ -285,10 +285,10 @@ def _check_sqlite_store(path: str) -> None:
         ) from None
 
 
-def _experiment_id(mlflow) -> str:
+def _experiment_id(mlflow, name: str | None = None) -> str:
     from . import config
 
-    name = config.experiment_name()
+    name = name or config.experiment_name()
     try:
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
@@ -392,17 +392,18 @@ DATASET_CONTEXTS = {"train": "training", "valid": "validation", "holdout": "hold
 
 
 def log_training_run(trained: TrainedModel, valid_frame: pd.DataFrame, run_name: str | None = None,
-                     holdout_frame: pd.DataFrame | None = None) -> str:
+                     holdout_frame: pd.DataFrame | None = None, experiment: str | None = None) -> str:
     """Log a trained model to MLflow: params, metrics, the train/valid/holdout frames as MLflow
     datasets (run inputs with contexts ``training``/``validation``/``holdout``; validation metrics
     linked to the validation dataset), the data fingerprint and provenance as tags too, threshold,
-    git commit, two plots, and the model itself (MLflow 3 ``log_model(name=...)``). Returns the run id."""
+    git commit, two plots, and the model itself (MLflow 3 ``log_model(name=...)``), in ``experiment``
+    (default: the course's, ``config.experiment_name()``). Returns the run id."""
     import json
 
     from mlflow.models import infer_signature
 
     mlflow = mlflow_client()
-    experiment_id = _experiment_id(mlflow)
+    experiment_id = _experiment_id(mlflow, experiment)
     features = valid_frame[data.feature_columns()]
     example = features.head(5)
     scores = predict_scores(trained.pipeline, valid_frame)

@@ -7,9 +7,7 @@ touch each other and number their versions alike."""
 from __future__ import annotations
 
 import re
-import threading
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +18,7 @@ from mlops_lab.monitoring import AlertRule
 from mlops_lab.serving.client import to_payload
 from mlops_lab.serving.server import start_server
 
-from .conftest import run_cli, using_home
+from .conftest import Hammer, run_cli, using_home
 
 WEEKS, DRIFT = 6, "card_testing@3"  # the lab's run: two quiet weeks, then the new fraud pattern
 FUTURE = "2099-01-01"  # every label has arrived: the ground truth, for judging the loop afterwards
@@ -33,47 +31,15 @@ def workspace(tmp_path_factory):
         yield home
 
 
-class Hammer:
-    """Single payments sent to the server in a thread for as long as the loop runs: every answer
-    must be a 200, whatever the loop changes meanwhile."""
-
-    def __init__(self, url: str):
-        frame = pipeline.week_payments(99, "none", 200)
-        self.bodies = to_payload(frame.assign(transaction_id="hammer-" + frame["transaction_id"]))
-        self.url, self.statuses, self.versions = url, [], set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        with httpx.Client(base_url=self.url, timeout=30) as client:
-            i = 0
-            while not self.stop.is_set():
-                try:
-                    answer = client.post("/predict", json=self.bodies[i % len(self.bodies)])
-                    self.statuses.append(answer.status_code)
-                    if answer.status_code == 200:
-                        self.versions.add(answer.json()["model_version"])
-                except httpx.HTTPError as exc:
-                    self.statuses.append(type(exc).__name__)
-                i += 1
-                self.stop.wait(0.1)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(30)
-
-
 @pytest.fixture(scope="module")
 def drift_run(workspace):
     """The lab's run, against a server the test started and hammers with payments meanwhile."""
     name = "cardguard-drift"
     pipeline.run_loop(1, DRIFT, name=name, stop_after_days=0, report=None)  # its model and champion
     log = workspace / "drift-predictions.jsonl"
-    with start_server(name=name, admin_token="t0ken", prediction_log=log) as server, Hammer(server.url) as hammer:
+    frame = pipeline.week_payments(99, "none", 200)
+    bodies = to_payload(frame.assign(transaction_id="hammer-" + frame["transaction_id"]))
+    with start_server(name=name, admin_token="t0ken", prediction_log=log) as server, Hammer(server.url, bodies) as hammer:
         lines = []
         pipeline.run_loop(WEEKS, DRIFT, name=name, url=server.url, admin_token="t0ken", prediction_log=log,
                           report=lines.append)
