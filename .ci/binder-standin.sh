@@ -8,7 +8,10 @@
 # and check that the kernel never OOM-killed anything.
 # Usage: bash .ci/binder-standin.sh [run|walk|all]   (default: all; CI runs `walk`). Needs a Docker
 # daemon and the local base image (bash .ci/base-image.sh).
-#   MLOPS_LAB_WALK_SHUT_DOWN=1 walks only the shut-down path, =0 only the kept path (default: both).
+#   MLOPS_LAB_WALK_SHUT_DOWN=1 walks only the shut-down path, =0 only the kept path, =culled only the
+#     culled path (default: all three). The culled path is the kept path with binder/jupyter's culler
+#     in compressed time: a closed tab's kernel is shut down MLOPS_LAB_WALK_CULL_S seconds (default 20)
+#     after it falls idle, standing for Binder's 15 minutes (a learner spends longer than that on a lab).
 #   MLOPS_LAB_WALK_ENFORCE=1 fails the walk when a path's peak passes its limit (CI sets it):
 #     kernels kept: MLOPS_LAB_WALK_KEPT_PEAK_MB (default 1850: Binder's 2,048 MB less 200 MB of headroom;
 #       measured 1,746-1,753 MB with labs 00-08, the peak during lab 08's loop: its kernel training while
@@ -25,10 +28,12 @@ base=${MLOPS_LAB_BASE_IMAGE:-mlops-lab/python:3.11-slim-local}
 limits=(--memory=2g --memory-swap=2g --cpus=1)
 shut_down_limit_mb=${MLOPS_LAB_WALK_PEAK_MB:-1536}
 kept_limit_mb=${MLOPS_LAB_WALK_KEPT_PEAK_MB:-1850}
+cull_s=${MLOPS_LAB_WALK_CULL_S:-20}
 case ${MLOPS_LAB_WALK_SHUT_DOWN:-both} in
   1) paths=(shut-down) ;;
   0) paths=(kept) ;;
-  *) paths=(kept shut-down) ;;
+  culled) paths=(culled) ;;
+  *) paths=(kept culled shut-down) ;;
 esac
 enforce=()
 [[ ${MLOPS_LAB_WALK_ENFORCE:-0} == 1 ]] && enforce=(--enforce-peak)
@@ -67,9 +72,14 @@ if [[ $what == walk || $what == all ]]; then
     token=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
     options=("${kept_enforce[@]}" --peak-target-mb "$kept_limit_mb")
     [[ $path == shut-down ]] && options=("${enforce[@]}" --peak-target-mb "$shut_down_limit_mb" --shut-down-finished)
+    culling=()
+    if [[ $path == culled ]]; then
+      options=("${enforce[@]}" --peak-target-mb "$shut_down_limit_mb" --culled-after "$cull_s")
+      culling=(--MappingKernelManager.cull_idle_timeout="$cull_s" --MappingKernelManager.cull_interval=2)
+    fi
     log "walk-through ($path): every lab in one JupyterLab in $name, limits: ${limits[*]}"
     docker run -d --name "$name" "${limits[@]}" --network none "$image" \
-      jupyter lab --ip=127.0.0.1 --port=8888 --no-browser --IdentityProvider.token="$token" >/dev/null
+      jupyter lab --ip=127.0.0.1 --port=8888 --no-browser --IdentityProvider.token="$token" "${culling[@]}" >/dev/null
     out=$(mktemp)
     docker exec "$name" ./binder/start python .ci/binder-walkthrough.py --url http://127.0.0.1:8888 \
       --token "$token" "${options[@]}" | tee "$out" || status=1

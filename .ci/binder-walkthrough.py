@@ -186,6 +186,10 @@ def main() -> int:
     parser.add_argument("--enforce-peak", action="store_true", help="exit 1 when the peak is over the target")
     parser.add_argument("--shut-down-finished", action="store_true",
                         help="shut each lab's kernel down before the next lab, as lab 00 advises")
+    parser.add_argument("--culled-after", type=float, default=0,
+                        help="the server culls a kernel this many seconds after its tab closed and it fell idle "
+                             "(binder/jupyter: 15 minutes; the walk compresses a learner's time): at the end, "
+                             "check that the culler shut the earlier labs' kernels down")
     parser.add_argument("--cell-timeout", type=float, default=300)
     args = parser.parse_args()
 
@@ -270,6 +274,13 @@ def main() -> int:
         print(f"  {'shared by several (counted once), and the rest':<40} {used / 2**20 - own:9.0f}", flush=True)
     over = sampler.peak / 2**20 > args.peak_target_mb
     how = "each finished lab's kernel shut down" if args.shut_down_finished else "every lab's kernel left running"
+    if args.culled_after:
+        how = (f"every lab's kernel left running, its tab closed, and culled {args.culled_after:.0f} s after it "
+               "fell idle (Binder's config: 15 minutes; a learner spends longer than that on a lab)")
+        running = len(api.get("/api/kernels").json())
+        if running >= len(labs) - 1:
+            print(f"the culler shut down {len(labs) - running} of {len(labs)} kernels: it did not run", flush=True)
+            failed.append("no kernel culled")
     print(f"target: peak under {args.peak_target_mb:.0f} MB with {how}: {'NOT MET' if over else 'met'}", flush=True)
     if over and args.enforce_peak:
         return 1
