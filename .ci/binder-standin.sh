@@ -6,7 +6,7 @@
 #      left running (JupyterLab's default: closing a tab keeps the kernel), and each finished lab's
 #      kernel shut down (as lab 00 advises); print each path's run table and peak memory;
 # and check that the kernel never OOM-killed anything.
-# Usage: bash .ci/binder-standin.sh [run|walk|all]   (default: all; CI runs `walk`). Needs a Docker
+# Usage: bash .ci/binder-standin.sh [run|walk|all]   (default: all; CI runs `all`). Needs a Docker
 # daemon and the local base image (bash .ci/base-image.sh).
 #   MLOPS_LAB_WALK_SHUT_DOWN=1 walks only the shut-down path, =0 only the kept path, =culled only the
 #     culled path (default: all three). The culled path is the kept path with binder/jupyter's culler
