@@ -204,19 +204,27 @@ class _PeakMemory:
     them shares (RSS less USS: the libraries, and what a forked process still shares with its parent).
     Summing resident sizes counted a forked copy, or a server's libraries, twice (lab 03 once showed
     1,035 MB while its kernel peaked at 440-520 MB); a kernel forked from a pre-loaded process (Binder's
-    kernels) is counted with the libraries it shares."""
+    kernels) is counted with the libraries it shares. With ``root``: that process and what it starts
+    instead (the children this process has besides it are not counted)."""
 
-    def __init__(self, interval: float = 0.1):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+    def __init__(self, interval: float = 0.1, root: int | None = None):
+        self.interval, self.root, self.peak, self._stop = interval, root, 0, threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def _poll(self) -> None:
         import psutil
 
-        me = psutil.Process()
+        try:
+            me = psutil.Process(self.root) if self.root else psutil.Process()
+        except psutil.Error:  # the root has ended already
+            return
         while not self._stop.is_set():
             own = shared = 0
-            for child in me.children(recursive=True):
+            try:
+                processes = me.children(recursive=True) + ([me] if self.root else [])
+            except psutil.Error:  # the root ended
+                break
+            for child in processes:
                 try:
                     memory = child.memory_full_info()
                 except psutil.Error:
