@@ -17,6 +17,8 @@ debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 ln -sf /usr/bin/python3 "$root/usr/local/bin/python"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+# as the public slim image: no documentation, manual pages or translations (about 50 MB)
+rm -rf "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/*
 tar -C "$root" -c . | docker import \
   --change 'ENV LANG=C.UTF-8' \
   --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \

@@ -7,6 +7,14 @@
 ARG BASE_IMAGE=mlops-lab/python:3.11-slim-local
 FROM ${BASE_IMAGE}
 
+# binder/apt.txt: Debian packages, installed as root first, as repo2docker does (comments and blank
+# lines dropped, no recommended packages).
+COPY binder/apt.txt /tmp/apt.txt
+RUN apt-get update -q \
+ && sed -e 's/#.*//' /tmp/apt.txt | xargs --no-run-if-empty env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -q --no-install-recommends >/dev/null \
+ && rm -rf /var/lib/apt/lists/*
+
 ARG NB_USER=jovyan
 ARG NB_UID=1000
 ENV USER=${NB_USER} NB_USER=${NB_USER} NB_UID=${NB_UID} HOME=/home/${NB_USER} REPO_DIR=/home/${NB_USER} \

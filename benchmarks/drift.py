@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-DEFAULT_EVIDENTLY = os.environ.get("EVIDENTLY_PYTHON", "/work/tmp-monitor/evidently-venv/bin/python")
+DEFAULT_EVIDENTLY = os.environ.get("EVIDENTLY_PYTHON")  # the python of Evidently's own virtualenv, if any
 TRUTH = {  # column -> what changed in the current window
     "num_00": "mean +0.3 SD", "num_01": "scale x1.3", "num_02": "mean +0.15 SD", "num_03": "5% of values x10",
     "cat_00": "shares 50/30/20 -> 40/35/25", "cat_01": "a new category (8%)",
@@ -181,10 +181,12 @@ def main() -> None:
         reference.to_parquet(folder / "reference.parquet")
         current.to_parquet(folder / "current.parquet")
         results = {"mlops_lab": run_worker(sys.executable, "mlops_lab", folder, args.repeat)}
-        if Path(args.evidently_python).exists():
+        if args.evidently_python and Path(args.evidently_python).exists():
             results["evidently"] = run_worker(args.evidently_python, "evidently", folder, args.repeat)
         else:
-            print(f"(no Evidently interpreter at {args.evidently_python}: see the module docstring)")
+            where = f"at {args.evidently_python}" if args.evidently_python else "given"
+            print(f"(no Evidently interpreter {where}: pass --evidently-python PATH or set EVIDENTLY_PYTHON; "
+                  "see the module docstring)")
 
     truth = set(TRUTH)
     columns = list(reference.columns)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -136,6 +137,13 @@ def main() -> None:
     requests = int(args[0]) if args else 2000
     home = Path(tempfile.mkdtemp(prefix="mlops-lab-bench-"))
     os.environ["MLOPS_LAB_HOME"] = str(home)
+    try:
+        _benchmark(home, requests)
+    finally:  # the workspace (store, models, logs) is the benchmark's own: leave nothing behind
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _benchmark(home: Path, requests: int) -> None:
     from mlops_lab import config, container, course, data
     from mlops_lab.serving import start_server, to_payload
     from mlops_lab.serving.server import free_port

@@ -541,7 +541,10 @@ def run(stages=None, *, keep_going: bool = False, require_container: bool = Fals
         ctx.snapshot_change = planted.snapshot_change
         ctx.recipe = planted.recipe or ctx.recipe
     outcomes: list[Outcome] = []
-    for stage in selected:
+    for number, stage in enumerate(selected, 1):
+        if report is None:  # in a notebook: no silent wait (a run takes 10-40 s on Binder)
+            print(f"ci.run: stage {number} of {len(selected)}, {stage.name}"
+                  + (f" (planted fault: {fault})" if fault else "") + "...", flush=True)
         start = time.perf_counter()
         try:
             status, reason = stage.run(ctx)

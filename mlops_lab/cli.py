@@ -132,7 +132,9 @@ def serve(bundle: Path | None, alias: str, host: str, port: int) -> None:
         require_registered(alias, setup="`mlops-lab setup 4`")
     if bundle:
         os.environ["MLOPS_LAB_BUNDLE"] = str(bundle.resolve())
-    uvicorn.run("mlops_lab.serving.app:app_from_env", factory=True, host=host, port=port)
+    # slow clients are cut: headers after MLOPS_LAB_HEADER_SECONDS, bodies after MLOPS_LAB_BODY_SECONDS (10 s)
+    uvicorn.run("mlops_lab.serving.app:app_from_env", factory=True, host=host, port=port,
+                http="mlops_lab.serving.server:H11WithHeaderTimeout")
 
 
 @main.command()
@@ -177,9 +179,12 @@ def lab(copy_only: bool, root: Path | None, jupyter_args: tuple[str, ...]) -> No
     if copy_only:
         return
     command = learner.jupyter_lab_command(number, jupyter_args, root)
-    click.echo("Starting JupyterLab there (Ctrl+C stops it).")
+    if "--allow-root" in command and "--allow-root" not in jupyter_args:
+        click.echo("Running as root (as in many containers and cloud machines): passing --allow-root to "
+                   "JupyterLab, which refuses root without it.")
+    click.echo("Starting JupyterLab there (Ctrl+C stops it). MLflow's UI: the launcher's 'MLflow UI' tile.")
     sys.stdout.flush()
-    os.execv(command[0], command)
+    os.execve(command[0], command, learner.jupyter_environment())
 
 
 # --------------------------------------------------------------------------- workshop (issue 14)
@@ -196,13 +201,18 @@ def workshop() -> None:
 @click.option("--dir", "root", type=click.Path(path_type=Path, file_okay=False),
               help="Where the server keeps its database, artifacts and credentials (default: workspace/workshop).")
 @click.option("--database-uri", help="An existing PostgreSQL database instead of a local cluster.")
-@click.option("--port", type=int, help="Port for the MLflow server (default: a free one).")
-@click.option("--workers", default=2, show_default=True, help="MLflow server worker processes.")
-def workshop_server(roster: Path, root: Path | None, database_uri: str | None, port: int | None, workers: int) -> None:
-    """Start the workshop's MLflow server and create the roster's accounts; print how learners connect."""
-    from .workshop import start
+@click.option("--port", type=int, help="Port for the MLflow server (default: the last start's, else a free one).")
+@click.option("--workers", type=int, help="MLflow server worker processes (default: sized for 30 learners).")
+@click.option("--address", help="The URL learners use (default http://127.0.0.1:PORT): handout, allowed hosts, CORS.")
+@click.option("--reset-passwords", is_flag=True, help="Give every learner a new password (else they are kept).")
+def workshop_server(roster: Path, root: Path | None, database_uri: str | None, port: int | None, workers: int | None,
+                    address: str | None, reset_passwords: bool) -> None:
+    """Start the workshop's MLflow server and create the roster's accounts; print how learners connect.
+    The same roster starts the same room again; new names on it are added."""
+    from .workshop import WORKERS, start
 
-    start(roster, root=root, database_uri=database_uri, port=port, workers=workers, report=click.echo)
+    start(roster, root=root, database_uri=database_uri, port=port, workers=workers or WORKERS, address=address,
+          reset_passwords=reset_passwords, report=click.echo)
 
 
 @workshop.command("stop")
@@ -251,29 +261,140 @@ def ci(stages: tuple[str, ...], keep_going: bool, require_container: bool) -> No
 
 
 # ---------------------------------------------------------------- monitoring (lab 07)
-@main.command()
-@click.argument("reference", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.argument("current", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--contract", is_flag=True, help="Take the columns and their kinds from the data contract.")
-@click.option("--html", type=click.Path(path_type=Path, dir_okay=False), help="Also write the report as HTML.")
-def monitor(reference: Path, current: Path, contract: bool, html: Path | None) -> None:
-    """Drift report of CURRENT against REFERENCE (Parquet or CSV files); exit 1 when a column drifts."""
+# Exit codes: 0 no drift, 1 drift, 2 the inputs cannot be compared (a one-line reason, before any test runs).
+_UNIT_NUMBER = r"^\s*[^\d\s.+-]{0,4}\s*[-+]?\d[\d,]*(?:\.\d+)?\s*[A-Za-z%$€£¥]{1,4}\.?\s*$"
+_YES_NO = {"yes", "no", "y", "n"}
+
+
+def _read_table(path: Path, label: str):
+    """A Parquet or CSV file as a DataFrame, or a LabError saying what is wrong with it."""
+    import contextlib
+    import csv
+
     import pandas as pd
 
+    if not path.exists():
+        raise LabError(f"{label} {path} does not exist: give the path of a Parquet or CSV file.")
+    if path.is_dir():
+        raise LabError(f"{label} {path} is a folder: give the path of a Parquet or CSV file.")
+    csv_file = path.suffix.lower() == ".csv"
+    try:
+        frame = pd.read_csv(path) if csv_file else pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise LabError(f"{label} {path} is empty: it has no header and no rows.") from None
+    except Exception as exc:
+        raise LabError(f"Cannot read {label} {path} ({type(exc).__name__}): give a Parquet or CSV file.") from None
+    if csv_file:  # pandas fills a line cut short with NaN, silently
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        if text and not text.endswith(("\n", "\r")):
+            records = list(csv.reader(text.splitlines()))
+            if len(records) > 1 and len(records[-1]) < len(records[0]):
+                raise LabError(f"{label} {path} ends mid-line: its last line has {len(records[-1])} of "
+                               f"{len(records[0])} fields. The file was cut short: export it again.")
+    if csv_file:  # dates and times as Parquet has them (the monitor leaves them out), not as text categories
+        for name in frame.columns:
+            if not (pd.api.types.is_object_dtype(frame[name]) or pd.api.types.is_string_dtype(frame[name])):
+                continue
+            values = frame[name].dropna().astype(str)
+            if len(values) and values.str.match(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?").all():
+                with contextlib.suppress(ValueError, TypeError):
+                    frame[name] = pd.to_datetime(frame[name], format="ISO8601")
+    if frame.empty:
+        raise LabError(f"{label} {path} has no rows ({len(frame.columns)} column(s), 0 rows): there is nothing "
+                       "to compare.")
+    return frame
+
+
+def _kind(series) -> str:
+    """'empty', 'boolean', 'yes/no', 'number with a unit', 'numeric' or 'text' (what a monitor must not guess)."""
+    import pandas as pd
+
+    values = series.dropna()
+    if values.empty:
+        return "empty"
+    if pd.api.types.is_bool_dtype(series):
+        return "boolean"
+    if pd.api.types.is_numeric_dtype(series):
+        return "numeric"
+    text = values.astype(str).str.strip()
+    lowered = set(text.str.lower().unique())
+    if lowered <= _YES_NO | {"true", "false"} and lowered & _YES_NO:
+        return "yes/no"
+    if lowered <= {"true", "false"}:
+        return "boolean"
+    if text.str.match(_UNIT_NUMBER).mean() >= 0.9 and text.str.contains(r"[A-Za-z%$€£¥]").any():
+        return "number with a unit"
+    return "text"
+
+
+def _id_like(series) -> bool:
+    """Unique per row and not a measurement (text or whole numbers): an id, which always 'drifts'."""
+    import pandas as pd
+
+    if len(series) < 20 or series.isna().any() or pd.api.types.is_float_dtype(series) \
+            or pd.api.types.is_bool_dtype(series):
+        return False
+    return series.nunique() == len(series)
+
+
+def monitor_inputs(reference, current, contract: bool) -> tuple:
+    """The two frames ready to compare, and the columns skipped as ids; a LabError naming every type
+    problem (an empty column, numbers written with a unit, yes/no booleans, a column that changed type)."""
+    from . import data
+
+    skipped = []
+    if not contract:
+        skipped = [str(c) for c in reference.columns if _id_like(reference[c]) and c in current
+                   and _id_like(current[c])]
+    columns = data.feature_columns() if contract else [c for c in reference.columns if str(c) not in skipped]
+    problems = []
+    for name in columns:
+        kinds = {label: _kind(frame[name]) for label, frame in (("REFERENCE", reference), ("CURRENT", current))
+                 if name in frame}
+        for label, kind in kinds.items():
+            if kind == "empty":
+                problems.append(f"{name} is empty in {label} (every value missing)")
+            elif kind == "number with a unit":
+                example = next(v for v in (reference if label == "REFERENCE" else current)[name].dropna())
+                problems.append(f"{name} in {label} holds numbers with a unit or currency ({str(example)!r}): "
+                                "write plain numbers")
+            elif kind == "yes/no":
+                problems.append(f"{name} in {label} holds yes/no text: write booleans as true/false (or 1/0)")
+        if len(kinds) == 2 and "empty" not in kinds.values() and len(set(kinds.values())) == 2 \
+                and not any(k in ("number with a unit", "yes/no") for k in kinds.values()):
+            problems.append(f"{name} is {kinds['REFERENCE']} in REFERENCE but {kinds['CURRENT']} in CURRENT")
+    if problems:
+        raise LabError("The files cannot be compared as they are: " + "; ".join(problems) + ".")
+    return reference.drop(columns=skipped), current.drop(columns=[c for c in skipped if c in current]), skipped
+
+
+@main.command()
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.argument("current", type=click.Path(path_type=Path))
+@click.option("--contract", is_flag=True, help="Take the columns and their kinds from the data contract.")
+@click.option("--html", type=click.Path(path_type=Path), help="Also write the report as HTML.")
+def monitor(reference: Path, current: Path, contract: bool, html: Path | None) -> None:
+    """Drift report of CURRENT against REFERENCE (Parquet or CSV files). Exit 0: no drift; 1: a column
+    drifts; 2: the files cannot be compared (missing, empty, cut short, or with type problems)."""
     from .monitoring import ReferenceProfile
 
-    def read(path: Path):
-        try:
-            return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
-        except Exception as exc:
-            raise LabError(f"Cannot read {path} ({type(exc).__name__}): give a Parquet or CSV file.") from None
-
-    report = ReferenceProfile.fit(read(reference), contract=True if contract else None).compare(read(current))
+    if html is not None and not html.parent.is_dir():
+        raise LabError(f"Cannot write the HTML report to {html}: the folder {html.parent} does not exist.")
+    ref, cur, skipped = monitor_inputs(_read_table(reference, "REFERENCE"), _read_table(current, "CURRENT"),
+                                       contract)
+    for name in skipped:
+        click.echo(f"Skipped {name}: unique per row, an id (it always 'drifts'); give --contract to choose "
+                   "columns from the data contract.")
+    report = ReferenceProfile.fit(ref, contract=True if contract else None).compare(cur)
     click.echo(repr(report))
     if html:
         from .monitoring.report import save_html
 
-        click.echo(f"HTML report: {save_html(report, html)}")
+        try:
+            click.echo(f"HTML report: {save_html(report, html)}")
+        except OSError as exc:
+            raise LabError(f"Cannot write the HTML report to {html}: {exc.strerror or exc}.") from None
     sys.exit(1 if report.drifted else 0)
 
 

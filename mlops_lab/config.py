@@ -32,6 +32,8 @@ LABS = {
     6: "ci_for_ml",
     7: "monitoring",
     8: "closing_the_loop",
+    9: "orchestration",
+    10: "kubernetes",
 }
 
 
@@ -200,14 +202,20 @@ def _shared_store() -> bool:
     return not tracking_uri().startswith(("sqlite:", "file:")) and "://" in tracking_uri()
 
 
-def experiment_name() -> str:
+# Every experiment and registered model a lab creates, by kind (a suffix of the course's name): on a
+# workshop server each learner gets their own of each, created and granted ahead (workshop.py).
+EXPERIMENTS = {"runs": "", "loop": "-loop"}  # lab 02's runs; lab 08's loop retrains (pipeline.py)
+MODELS = {"course": "", "whatif": "-whatif"}  # the course's model; lab 08's what-if loop
+
+
+def experiment_name(kind: str = "runs") -> str:
     """One experiment per learner on a shared (workshop) server; plain 'cardguard' locally."""
-    return f"cardguard-{learner()}" if _shared_store() else "cardguard"
+    return (f"cardguard-{learner()}" if _shared_store() else "cardguard") + EXPERIMENTS[kind]
 
 
-def model_name() -> str:
+def model_name(kind: str = "course") -> str:
     """The registered model's name; per learner on a shared server, like the experiment."""
-    return f"{MODEL_NAME}-{learner()}" if _shared_store() else MODEL_NAME
+    return (f"{MODEL_NAME}-{learner()}" if _shared_store() else MODEL_NAME) + MODELS[kind]
 
 
 # ------------------------------------------------------------ Binder and container limits

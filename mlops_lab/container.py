@@ -25,7 +25,7 @@ SERVING_PACKAGES = ("fastapi", "uvicorn", "pydantic", "prometheus-client", "scik
 
 
 # the package modules the server imports (training: the pickled pipeline refers to it)
-SERVING_MODULES = ("__init__.py", "errors.py", "config.py", "contract.py", "data.py", "training.py")
+SERVING_MODULES = ("__init__.py", "errors.py", "config.py", "contract.py", "data.py", "training.py", "scoring.py", "tracking.py")
 
 
 def dockerfile() -> str:

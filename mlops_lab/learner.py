@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,14 +99,86 @@ def lab_url_path(number: str = "00", root: Path | None = None) -> str:
     return f"lab/tree/{FOLDER}/{source.name}"
 
 
+def running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 def jupyter_lab_command(number: str = "00", extra: tuple[str, ...] = (), root: Path | None = None) -> list[str]:
-    """The command that starts JupyterLab in the workspace, opening lab ``number``'s copy."""
+    """The command that starts JupyterLab in the workspace, opening lab ``number``'s copy. As root
+    (containers, many cloud machines) it adds ``--allow-root``: JupyterLab refuses root without it."""
+    allow_root = ["--allow-root"] if running_as_root() and "--allow-root" not in extra else []
     return [
         sys.executable, "-m", "jupyterlab",
         f"--ServerApp.root_dir={config.home()}",
         f"--LabApp.default_url=/{lab_url_path(number, root)}",
+        *allow_root,
         *extra,
     ]
+
+
+# --- JupyterLab: MLflow's UI in the launcher, terminals with the course's environment -------------
+
+JUPYTER_CONFIG = Path(__file__).with_name("jupyter")  # jupyter_server_config.py and the launcher icon
+MLFLOW_UI_PATH = "mlflow/"  # under the Jupyter server's base URL
+
+
+def jupyter_environment(env: dict | None = None) -> dict:
+    """The environment `mlops-lab lab` starts JupyterLab with: this Python's scripts first on PATH (so a
+    terminal finds `mlflow`, `mlops-lab`, `python` of the course), and the course's Jupyter config
+    (``mlops_lab/jupyter``) beside the user's own."""
+    env = dict(os.environ if env is None else env)
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([scripts, *[p for p in env.get("PATH", "").split(os.pathsep) if p and p != scripts]])
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [str(JUPYTER_CONFIG), env.get("JUPYTER_CONFIG_PATH")]))
+    return env
+
+
+def mlflow_ui_command(port: int) -> list[str]:
+    """`mlflow ui` on the learner's store (read when the launcher is clicked, not when Jupyter starts)."""
+    # one worker: a learner's machine (Binder: 2 GB) has no room for four, and under load the four kept
+    # dying and restarting; new experiments keep their artifacts in the workspace, as the course's do
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", config.tracking_uri(),
+            "--default-artifact-root", config.artifact_location(),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
+def configure_jupyter(c) -> None:
+    """What the course adds to a Jupyter server's config (``c``): a launcher entry that starts MLflow's
+    UI on the learner's store through jupyter-server-proxy (at ``<base URL>mlflow/``), and terminals
+    that are not login shells (a login shell runs /etc/profile, which puts back the system's PATH and
+    loses the course's environment: "mlflow: command not found")."""
+    dagster_home = config.ensure_home() / "dagster"
+    dagster_home.mkdir(exist_ok=True)  # DAGSTER_HOME must exist before the UI starts
+    c.ServerProxy.servers = {
+        "mlflow": {
+            "command": mlflow_ui_command,
+            "timeout": 300,  # MLflow's UI starts in 10-30 s; 88 s the first time on a 2-core machine at load 40
+            "absolute_url": False,
+            "new_browser_tab": True,
+            "launcher_entry": {"enabled": True, "title": "MLflow UI",
+                               "icon_path": str(JUPYTER_CONFIG / "mlflow.svg")},
+        },
+        # Lab 09: Dagster's UI on the workspace's Dagster instance (the runs, materializations and checks
+        # the lab made in its notebook)
+        "dagster": {
+            "command": ["dagster-webserver", "-h", "127.0.0.1", "-p", "{port}", "-m", "mlops_lab.orchestration",
+                        "--path-prefix", "{base_url}dagster"],
+            "environment": {"DAGSTER_HOME": str(dagster_home)},
+            "absolute_url": True,
+            "timeout": 180,  # importing Dagster and the course takes a while on one CPU
+            "launcher_entry": {"enabled": True, "title": "Dagster"},
+        },
+    }
+    c.ServerApp.terminado_settings = {"shell_command": [os.environ.get("SHELL") or "/bin/sh"]}
+
+
+def mlflow_ui_url() -> str:
+    """Where the learner's browser opens MLflow's UI: ``<Jupyter base URL>mlflow/`` in a notebook served by
+    Jupyter (the launcher's entry), else the command to run in a terminal."""
+    from .serving.server import jupyter_base_url
+
+    base = jupyter_base_url()
+    return f"{base}{MLFLOW_UI_PATH}" if base else f"mlflow ui --backend-store-uri {config.tracking_uri()}"
 
 
 # --- memory: many kernels in one JupyterLab (Binder: 2 GB for all of them) ---------------------

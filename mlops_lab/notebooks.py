@@ -16,6 +16,7 @@ status, seconds and the kernel's peak memory per notebook.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -345,12 +346,24 @@ def run(
             kind = "labs" if labs else "solutions"
             report(f"Running {len(notebooks)} {kind} notebook(s) in {'a fresh ' if temporary else ''}workspace "
                    f"{workspace}")
-            for nb in notebooks:
-                result = run_notebook(nb, workspace / "executed" / kind / nb.name, parameters, timeout)
-                report(f"  {result.notebook:<32} {result.status:<11} {result.seconds:6.1f} s  {result.error}")
-                results.append(result)
-                if result.status == "interrupted":
-                    break
+            started, children_before = time.perf_counter(), _children()
+            try:
+                for nb in notebooks:
+                    started = time.perf_counter()
+                    result = run_notebook(nb, workspace / "executed" / kind / nb.name, parameters, timeout)
+                    results.append(result)
+                    report(f"  {result.notebook:<32} {result.status:<11} {result.seconds:6.1f} s  {result.error}")
+                    if result.status == "interrupted":
+                        break
+            except KeyboardInterrupt:
+                # Ctrl-C can land anywhere (between two notebooks, while a kernel starts), not only
+                # inside papermill: the notebook it stopped is "interrupted" all the same.
+                if len(results) < len(notebooks) and not any(r.status == "interrupted" for r in results):
+                    nb = notebooks[len(results)]
+                    results.append(RunResult(nb.name, "interrupted", time.perf_counter() - started, 0.0, "",
+                                             workspace / "executed" / kind / nb.name))
+                    report(f"  {nb.name:<32} {'interrupted':<11} {results[-1].seconds:6.1f} s")
+                _stop_children(children_before)
     finally:
         if temporary:
             if not any(r.status == "failed" for r in results):
@@ -359,6 +372,31 @@ def run(
                 report(f"Kept the workspace {workspace} to look into (executed notebooks and kernel logs in "
                        "executed/); delete it when done.")
     return results
+
+
+def _children() -> set:
+    import psutil
+
+    try:
+        return set(psutil.Process().children(recursive=True))
+    except psutil.Error:
+        return set()
+
+
+def _stop_children(before: set, grace: float = 5) -> None:
+    """End the processes started since ``before`` (the kernels of this run) that an interrupt left
+    running (papermill shuts its kernel down only when Ctrl-C reaches it while a cell runs):
+    terminate, then kill what is left."""
+    import psutil
+
+    children = list(_children() - before)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=grace)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def summary_table(results: list[RunResult]) -> str:

@@ -405,15 +405,87 @@ def run_loop(weeks: int, schedule="none", policy: Policy = Policy(), url: str | 
     ``stop_after_days``: stop once that many days have been simulated in all (mid-week, say; run
     again to resume).
     ``report``: one line per week."""
-    with _loop_of(name):
-        return _run(weeks, parse_schedule(schedule), policy, url, canary_rule, resume, per_day, admin_token,
-                    prediction_log, stop_after_days, report)
+    try:
+        with _loop_of(name):
+            return _run(weeks, parse_schedule(schedule), policy, url, canary_rule, resume, per_day, admin_token,
+                        prediction_log, stop_after_days, report)
+    except LoopInterrupted:
+        raise
+    except KeyboardInterrupt:
+        # the state is saved day by day: say how to carry on instead of a bare KeyboardInterrupt (still an
+        # interrupt: a script or the CLI stops as on any Ctrl-C)
+        raise LoopInterrupted("The loop was interrupted. Nothing is lost: every finished day is saved. Run the "
+                              "same call again (resume=True, the default; or `mlops-lab loop` with the same "
+                              "options) to carry on where it stopped, or resume=False (`--fresh`) to start "
+                              "again.") from None
+
+
+class LoopInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the loop, saying how to carry on."""
 
 
 def _run(weeks, scenario_of, policy, url, canary_rule, resume, per_day, admin_token, prediction_log,
          stop_after_days, report) -> pd.DataFrame:
     if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
         raise LabError(f"weeks={weeks!r} must be a whole number of weeks, at least 1.")
+    state = _read_json(_path("state.json"), None) if resume else None
+    work = stop_after_days is None or (7 * state["week"] + state["day"] if state else 0) < stop_after_days
+    with _open(scenario_of, policy, url, canary_rule, resume, per_day, admin_token, prediction_log, report,
+               start_server=work, resuming=weeks) as run:
+        while run.state["week"] < weeks:
+            week = run.state["week"] + 1
+            if not run_week(run, week, stop_after_days):
+                break
+            gc.collect()  # a week's frames and a retrain's models go before the next week's arrive
+    return _timeline(None)
+
+
+# --------------------------------------------------------------------------- the steps of a week
+#
+# One implementation of each step, called by run_loop (run_week, in order) and by the Dagster assets of
+# mlops_lab.orchestration (one asset each). Every step reads and saves the loop's state, and is
+# idempotent: a step already done for a week returns what it decided then, without a new event.
+
+
+class LoopRun:
+    """An open loop (``open_loop``): its saved state, its event log, the server, the policy."""
+
+    def __init__(self, state, state_path, log_path, server, scenario_of, policy, canary_rule, report):
+        self.state, self.state_path, self.log_path, self.server = state, state_path, log_path, server
+        self.scenario_of, self.policy, self.canary_rule, self.report = scenario_of, policy, canary_rule, report
+        self.events = _Events(state["events"])
+        self.name = _model()
+
+    def save(self) -> None:
+        _save(self.state, self.events)
+
+    def steps(self, week: int) -> dict:
+        """What the steps of ``week`` decided (kept in the state, so a step done before answers the same)."""
+        return self.state.setdefault("steps", {}).setdefault(str(week), {})
+
+    def finished(self, week: int) -> bool:
+        return self.state["week"] >= week
+
+    def as_of(self, week: int) -> pd.Timestamp:
+        """The end of ``week``: when its decisions are taken."""
+        return START + pd.Timedelta(days=7 * week)
+
+
+@contextlib.contextmanager
+def open_loop(schedule="none", policy: Policy = Policy(), url: str | None = None,
+              canary_rule: Callable = canary_verdict, per_day: int = 1_000, name: str | None = None,
+              admin_token: str | None = None, prediction_log=None, report: Callable[[str], None] | None = print):
+    """The loop of model ``name`` opened for its steps (``serve_week``, ``monitor_week``, ...), as
+    ``run_loop`` opens it: its state (prepared on first use), its events, a server (``url``, or its own).
+    The orchestration layer (mlops_lab.orchestration) drives the same steps one asset at a time."""
+    with _loop_of(name), _open(parse_schedule(schedule), policy, url, canary_rule, True, per_day, admin_token,
+                               prediction_log, report) as run:
+        yield run
+
+
+@contextlib.contextmanager
+def _open(scenario_of, policy, url, canary_rule, resume, per_day, admin_token, prediction_log, report,
+          start_server: bool = True, resuming: int | None = None):
     state_path = _path("state.json")
     if not resume:
         _start_again(_read_json(state_path, None))
@@ -421,62 +493,287 @@ def _run(weeks, scenario_of, policy, url, canary_rule, resume, per_day, admin_to
     log_path = type(_path())(prediction_log or _path("predictions.jsonl")).resolve()
     server = _Server(url, admin_token, log_path, _model())
     try:
-        return _loop(weeks, scenario_of, policy, canary_rule, per_day, stop_after_days, report, state, state_path,
-                     log_path, server)
-    finally:
+        if state is None:
+            state = _fresh_state(per_day, report, server.start_soon if start_server else lambda: None)
+        elif state["per_day"] != per_day:
+            raise LabError(f"The saved loop ran at per_day={state['per_day']}; resume with the same traffic, or "
+                           "start again with resume=False.")
+        elif resuming is None or state["week"] < resuming:
+            if start_server:
+                server.start_soon()
+            if report and resuming is not None:
+                report(f"loop: resuming at week {state['week'] + 1}, day {state['day']} "
+                       f"(events so far: {state['events']})")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.touch()
+        if state.get("log_path") != str(log_path):  # another server's log: read it from the start (by payment id)
+            state["log_path"], state["log_offset"] = str(log_path), 0
+        run = LoopRun(state, state_path, log_path, server, scenario_of, policy, canary_rule, report)
+        _adopt(_registry().rollout(_model()), state, run.events, server)
+        yield run
+    finally:  # the state stays as last saved (a step cut short is redone on resume); count failures
+        saved = _read_json(state_path, state)
+        if saved is not None:
+            saved["failed_requests"] = saved.get("failed_requests", 0) + server.failed
+            _write_json(state_path, saved)
         server.close()
 
 
-def _loop(weeks, scenario_of, policy, canary_rule, per_day, stop_after_days, report, state, state_path, log_path,
-          server) -> pd.DataFrame:
-    work = stop_after_days is None or (7 * state["week"] + state["day"] if state else 0) < stop_after_days
-    if state is None:
-        state = _fresh_state(per_day, report, server.start_soon if work else lambda: None)
-    elif state["per_day"] != per_day:
-        raise LabError(f"The saved loop ran at per_day={state['per_day']}; resume with the same traffic, or start "
-                       "again with resume=False.")
-    elif state["week"] < weeks:
-        if work:
-            server.start_soon()
-        if report:
-            report(f"loop: resuming at week {state['week'] + 1}, day {state['day']} (events so far: {state['events']})")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.touch()
-    if state.get("log_path") != str(log_path):  # another server's log: read it from the start (by payment id)
-        state["log_path"], state["log_offset"] = str(log_path), 0
-    ev = _Events(state["events"])
-    registry = _registry()
-    try:
-        _adopt(registry.rollout(_model()), state, ev, server)
-        while state["week"] < weeks:
-            week = state["week"] + 1
-            scenario = scenario_of(week)
-            payments = week_payments(week, scenario, per_day)
-            state["scenarios"][str(week)] = scenario
-            while state["day"] < 7:
-                if stop_after_days is not None and 7 * state["week"] + state["day"] >= stop_after_days:
-                    _save(state, ev)
-                    return _timeline(None)
-                day = state["day"]
-                if _rollout_due(week, day, state, policy):
-                    _read_days(week, payments, state, log_path)
-                    _rollout_step(week, day, state, ev, server, policy, canary_rule)
-                server.send(payments[_day_of(payments) == 7 * (week - 1) + day])
-                state["day"] += 1
-                _save(state, ev)
-            _read_days(week, payments, state, log_path)
-            _end_of_week(week, scenario_of, state, ev, policy)
-            del payments
-            gc.collect()  # a week's frames and a retrain's models go before the next week's arrive
-            state["week"], state["day"] = week, 0
-            _save(state, ev)
-            if report:
-                report(_week_line(week))
-    finally:  # the state stays as last saved (a step cut short is redone on resume); count failures
-        saved = _read_json(state_path, state)
-        saved["failed_requests"] = saved.get("failed_requests", 0) + server.failed
-        _write_json(state_path, saved)
-    return _timeline(None)
+def run_week(run: LoopRun, week: int, stop_after_days: int | None = None) -> bool:
+    """Every step of ``week``, in order (what ``run_loop`` does each week); False if stopped mid-week."""
+    payments = week_payments(week, run.scenario_of(week), run.state["per_day"])
+    if not serve_week(run, week, payments, stop_after_days):
+        return False
+    del payments
+    monitor_week(run, week)
+    sets = retrain_data(run, week)
+    if sets is not None:
+        train, valid, holdout = sets
+        trained = train_candidate(run, week, train, valid)
+        if candidate_ci(run, week, trained, train, valid):
+            version = register_candidate(run, week, trained, train, valid)
+            gate_candidate(run, week, version, holdout)
+    return True
+
+
+def serve_week(run: LoopRun, week: int, payments: pd.DataFrame, stop_after_days: int | None = None) -> bool:
+    """Send ``week``'s payments to the server day by day, moving the rollout on at day boundaries
+    (shadow, canary, promotion or rollback), and read what the server logged. False if stopped."""
+    state = run.state
+    if run.finished(week) or (state["week"] == week - 1 and state["day"] == 7):
+        return True
+    if state["week"] != week - 1:
+        raise LabError(f"Week {week} cannot run yet: the loop has finished week {state['week']}; run the weeks "
+                       f"in order (week {state['week'] + 1} next).")
+    state["scenarios"][str(week)] = run.scenario_of(week)
+    while state["day"] < 7:
+        if stop_after_days is not None and 7 * state["week"] + state["day"] >= stop_after_days:
+            run.save()
+            return False
+        day = state["day"]
+        if _rollout_due(week, day, state, run.policy):
+            _read_days(week, payments, state, run.log_path)
+            _rollout_step(week, day, state, run.events, run.server, run.policy, run.canary_rule)
+        run.server.send(payments[_day_of(payments) == 7 * (week - 1) + day])
+        state["day"] += 1
+        run.save()
+    _read_days(week, payments, state, run.log_path)
+    run.save()
+    return True
+
+
+def monitor_week(run: LoopRun, week: int) -> dict:
+    """The week's drift report and lab 07's alert rules on it (an ``alert`` event when one fires); then
+    whether to retrain (``retrain`` in the answer: why, or None). With nothing to retrain the week is over."""
+    from .monitoring.alerts import evaluate
+    from .monitoring.drift import ReferenceProfile
+    from .monitoring.stream import StreamSettings, daily_windows
+
+    state, steps = run.state, run.steps(week)
+    weeks = _read_json(_path("weeks.json"), {})
+    if str(week) in weeks and (run.finished(week) or "retrain" in steps):
+        return {**weeks[str(week)], "retrain": steps.get("retrain")}
+    if state["week"] != week - 1 or state["day"] != 7:
+        raise LabError(f"Week {week} has not been served yet (the loop is at week {state['week'] + 1}, day "
+                       f"{state['day']}): serve it first.")
+    as_of = run.as_of(week)
+    if state.get("reference_pending"):  # a new champion: the week it was judged on becomes the reference
+        _refit_reference(state.pop("reference_pending"), state)
+    served = _days_log(7 * (week - 1), 7 * week)
+    profile = ReferenceProfile.load(_path("reference.json"))
+    settings = StreamSettings(start=str((as_of - pd.Timedelta(days=7)).date()), days=7, window_days=7,
+                              per_day=state["per_day"])
+    window = daily_windows(served.sort_values("timestamp").reset_index(drop=True), profile, settings)
+    # cost on the chargebacks known now, so alert rules may use it too (lab 07's metric cost_per_1000)
+    window["cost_per_1000"] = live_performance(served, as_of)[2]
+    fired = evaluate(list(run.policy.alert_rules), window)
+    fired = fired[fired["fired"]]
+    row = window.iloc[0]
+    monitor = {"week": week, "scenario": state["scenarios"][str(week)], "requests": int(len(served)),
+               "drifted": row["drifted"], "drifted_columns": int(row["drifted_columns"]),
+               "flag_rate": float(row["flag_rate"]), "chargebacks_per_1000": float(row["chargebacks_per_1000"]),
+               "cost_per_1000": float(row["cost_per_1000"]), "alerts": list(fired["rule"])}
+    weeks[str(week)] = monitor
+    _write_json(_path("weeks.json"), weeks)
+    if len(fired):
+        run.events.add(week, 7, "alert", list(fired["message"]), rules=list(fired["rule"]))
+    steps["retrain"] = _retrain_reason(run, week, list(fired["rule"]))
+    if steps["retrain"] is None:
+        _finish_week(run, week)
+    else:
+        run.save()
+    return {**monitor, "retrain": steps["retrain"]}
+
+
+def _retrain_reason(run: LoopRun, week: int, alerts: list[str]) -> str | None:
+    """Why the loop retrains at the end of ``week`` (an alert, or the schedule), or None (a skip is an event)."""
+    policy, state = run.policy, run.state
+    scheduled = bool(policy.retrain_every) and week % policy.retrain_every == 0
+    if not (alerts or scheduled):
+        return None
+    why = "alert: " + ", ".join(alerts) if alerts else f"schedule: every {policy.retrain_every} week(s)"
+    if state.get("rollout"):
+        run.events.add(week, 7, "retrain skipped", f"{why}, but v{state['rollout']['version']} is still rolling out")
+        return None
+    promoted = state.get("promoted_week")
+    if promoted is not None and week - promoted < policy.cooldown_weeks and not scheduled:
+        run.events.add(week, 7, "retrain skipped", f"{why}, but v{state['reference_version']} was promoted in week "
+                       f"{promoted} (cooldown of {policy.cooldown_weeks} week(s))")
+        return None
+    return why
+
+
+def retrain_data(run: LoopRun, week: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
+    """The labels known at the end of ``week``, split into training days, validation days (the
+    threshold's) and the gate's holdout (the week itself); None when the week retrains nothing."""
+    if run.finished(week) or run.steps(week).get("retrain") is None:
+        return None
+    policy, as_of = run.policy, run.as_of(week)
+    history = [data.load_snapshot()] + [week_payments(w, run.scenario_of(w), run.state["per_day"])
+                                        for w in range(1, week + 1)]
+    frame = known_labels(pd.concat(history, ignore_index=True), as_of)
+    holdout = frame[frame["timestamp"] >= as_of - pd.Timedelta(days=7)].reset_index(drop=True)
+    cut = as_of - pd.Timedelta(days=7 + policy.valid_days)  # training ends here; validation, then the holdout
+    valid = frame[(frame["timestamp"] >= cut) & (frame["timestamp"] < as_of - pd.Timedelta(days=7))]
+    train = frame[(frame["timestamp"] >= cut - pd.Timedelta(days=policy.train_days)) & (frame["timestamp"] < cut)]
+    return train.reset_index(drop=True), valid.reset_index(drop=True), holdout
+
+
+def train_candidate(run: LoopRun, week: int, train: pd.DataFrame, valid: pd.DataFrame):
+    """Retrain on the labels known at the end of ``week`` (a ``retrain`` event); the threshold keeps the
+    champion's flag rate (policy.keep_flag_rate). Training is deterministic: a rerun trains the same model."""
+    from . import training
+
+    registry, policy, steps, as_of = _registry(), run.policy, run.steps(week), run.as_of(week)
+    trained = training.train(policy.model_kind, train, valid, cost_aware=policy.cost_aware, **policy.model_params)
+    if policy.keep_flag_rate:
+        # Recent labels are mostly still missing (chargebacks take weeks), so a threshold tuned on them
+        # flags too little; instead keep the champion's share of flags on the validation days.
+        champion = registry.alias_version(registry.CHAMPION, _model())
+        tags = registry._client()[1].get_model_version(_model(), champion).tags
+        share = float((training.predict_scores(registry.load(champion, _model()), valid)
+                       >= float(tags.get("threshold") or 0.5)).mean())
+        scores = training.predict_scores(trained.pipeline, valid)
+        trained.threshold = float(np.quantile(scores, 1 - share)) if share > 0 else trained.threshold
+        trained.valid_metrics = training.metrics(valid["is_fraud"], scores, valid["amount"], trained.threshold)
+    if not steps.get("trained"):
+        run.events.add(week, 7, "retrain", [steps["retrain"], f"{policy.model_kind} on {len(train)} payments from "
+                       f"{train['timestamp'].min():%Y-%m-%d} to {train['timestamp'].max():%Y-%m-%d} with "
+                       f"{int(train['is_fraud'].sum())} chargebacks known at {as_of:%Y-%m-%d}; threshold "
+                       f"set on the {policy.valid_days} days before the holdout week"
+                       + (" (the champion's flag rate)" if policy.keep_flag_rate else "")
+                       + ("; frauds weighted by their amount" if policy.cost_aware else "")],
+                       valid_pr_auc=round(trained.valid_metrics["pr_auc"], 4))
+        steps["trained"] = True
+        run.save()
+    return trained
+
+
+def candidate_ci(run: LoopRun, week: int, trained, train: pd.DataFrame, valid: pd.DataFrame) -> bool:
+    """Lab 06's CI stages on the candidate (a ``ci`` event); a failing candidate ends the week."""
+    from . import ci
+
+    steps = run.steps(week)
+    if "ci" in steps:
+        return steps["ci"]
+    policy = run.policy
+    # The data stage tests the loop's own training data; latency and behaviour run on lab 06's fixed
+    # sample of payments (a behavioural suite is a fixed set of cases, not this week's traffic).
+    ctx = ci.Context(recipe=ci.Recipe(policy.model_kind, dict(policy.model_params)))
+    ctx._frame, ctx.candidate = pd.concat([train, valid], ignore_index=True), trained
+    ctx._split = (train, valid, data.time_split(data.load_snapshot())[2])
+    ctx.notes["as_of"] = run.as_of(week)
+    outcomes = []
+    for stage in ci.STAGES:
+        if stage.name in CI_STAGES:
+            try:
+                status, reason = stage.run(ctx)
+            except LabError as exc:
+                status, reason = "fail", str(exc)
+            outcomes.append(f"{stage.name}: {status}: {reason}")
+            if status == "fail":
+                break
+    passed = not any(": fail: " in o for o in outcomes)
+    run.events.add(week, 7, "ci", outcomes, ok=passed)
+    steps["ci"] = passed
+    if passed:
+        run.save()
+    else:
+        _finish_week(run, week)
+    return passed
+
+
+def register_candidate(run: LoopRun, week: int, trained, train: pd.DataFrame, valid: pd.DataFrame) -> str:
+    """Log the candidate's run and register it as a version of the loop's model (a ``register`` event)."""
+    from . import training
+
+    steps = run.steps(week)
+    if steps.get("version"):
+        return steps["version"]
+    policy, as_of = run.policy, run.as_of(week)
+    _, client = _registry()._client()
+    name = _model()
+    # what the model depends on: a resumed step finds the version it registered before the stop
+    key = data.fingerprint(pd.DataFrame({"what": [json.dumps(
+        [week, str(as_of), data.fingerprint(train), data.fingerprint(valid), policy.model_kind,
+         sorted(policy.model_params.items()), policy.keep_flag_rate, policy.cost_aware, repr(trained.threshold)],
+        default=str)]}))
+    earlier = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("loop.key") == key]
+    if earlier:  # registered before a stop: the same model, trained again the same way
+        version = str(earlier[0].version)
+    else:
+        # the loop's own experiment: its retrains (trained on newer data, scored on their own few days) must
+        # not top lab 02's compare_runs(), from which labs 02-03 and lab.setup pick the course's models
+        run_id = training.log_training_run(trained, valid, run_name=f"loop week {week}",
+                                           experiment=config.experiment_name("loop"))
+        version = _registry().register(run_id, name)
+        client.set_model_version_tag(name, version, "loop.week", str(week))
+        client.set_model_version_tag(name, version, "loop.key", key)
+    run.events.add(week, 7, "register", f"challenger v{version} (threshold {trained.threshold:.4f})", version=version)
+    steps["version"] = version
+    run.save()
+    return version
+
+
+def gate_candidate(run: LoopRun, week: int, version: str, holdout: pd.DataFrame) -> dict:
+    """The gate: the challenger against the champion on the week's known labels (PR-AUC beyond noise,
+    enough chargebacks, cost); a pass starts the rollout next week. Ends the week; returns the gate event."""
+    steps = run.steps(week)
+    if "gate" in steps or run.finished(week):
+        return steps.get("gate") or {}
+    registry, policy, state, as_of = _registry(), run.policy, run.state, run.as_of(week)
+    digest = data.fingerprint(holdout)
+    if digest == state.get("last_holdout"):
+        raise LabError(f"The gate's holdout of week {week} is the one the last gate used ({digest}): the holdout "
+                       "must roll forward.")
+    decision = registry.gate(version, holdout, margin=policy.margin, name=_model())
+    state["last_holdout"] = digest
+    cost_ok, cost_reason, costs = _cost_check(decision, holdout, policy)
+    known = int(holdout["is_fraud"].sum())
+    enough = known >= policy.gate_min_chargebacks
+    evidence = (f"{known} chargebacks known in the holdout ({policy.gate_min_chargebacks} needed): "
+                + ("enough to judge" if enough else "too few to judge, kept the champion"))
+    passed = decision.verdict == "passed" and cost_ok and enough
+    event = run.events.add(
+        week, 7, "gate", [evidence, str(decision), cost_reason], version=version, ok=passed, holdout_digest=digest,
+        holdout=f"{holdout['timestamp'].min():%Y-%m-%d} to {holdout['timestamp'].max():%Y-%m-%d}",
+        holdout_rows=len(holdout), holdout_chargebacks=int(holdout["is_fraud"].sum()),
+        challenger_pr_auc=round(decision.challenger_pr_auc, 4),
+        champion_pr_auc=None if decision.champion_pr_auc is None else round(decision.champion_pr_auc, 4),
+        interval=decision.interval, champion=decision.champion_version, **costs)
+    if passed:
+        state["rollout"] = {"version": version, "phase": "pending", "since": 7 * week, "share": 0.0,
+                            "holdout_from": str(holdout["timestamp"].min()), "as_of": str(as_of)}
+    steps["gate"] = json.loads(json.dumps(event, default=_plain))
+    _finish_week(run, week)
+    return steps["gate"]
+
+
+def _finish_week(run: LoopRun, week: int) -> None:
+    run.state["week"], run.state["day"] = week, 0
+    run.save()
+    if run.report:
+        run.report(_week_line(week))
 
 
 def _registry():
@@ -697,81 +994,6 @@ def _days_log(since: int, until: int) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["model_version", "decision"])
 
 
-def _end_of_week(week: int, scenario_of, state: dict, ev: _Events, policy: Policy) -> None:
-    """Monitor the week; retrain, test, register and gate when an alert fired or the schedule says so."""
-    from .monitoring.alerts import evaluate
-    from .monitoring.drift import ReferenceProfile
-    from .monitoring.stream import StreamSettings, daily_windows
-
-    registry = _registry()
-    scenario = scenario_of(week)
-    as_of = START + pd.Timedelta(days=7 * week)
-    if state.get("reference_pending"):  # a new champion: the week it was judged on becomes the reference
-        _refit_reference(state.pop("reference_pending"), state)
-    served = _days_log(7 * (week - 1), 7 * week)
-    profile = ReferenceProfile.load(_path("reference.json"))
-    settings = StreamSettings(start=str((as_of - pd.Timedelta(days=7)).date()), days=7, window_days=7,
-                              per_day=state["per_day"])
-    window = daily_windows(served.sort_values("timestamp").reset_index(drop=True), profile, settings)
-    # cost on the chargebacks known now, so alert rules may use it too (lab 07's metric cost_per_1000)
-    window["cost_per_1000"] = live_performance(served, as_of)[2]
-    fired = evaluate(list(policy.alert_rules), window)
-    fired = fired[fired["fired"]]
-    row = window.iloc[0]
-    monitor = {"week": week, "scenario": scenario, "requests": int(len(served)), "drifted": row["drifted"],
-               "drifted_columns": int(row["drifted_columns"]), "flag_rate": float(row["flag_rate"]),
-               "chargebacks_per_1000": float(row["chargebacks_per_1000"]),
-               "cost_per_1000": float(row["cost_per_1000"]), "alerts": list(fired["rule"])}
-    weeks = _read_json(_path("weeks.json"), {})
-    weeks[str(week)] = monitor
-    _write_json(_path("weeks.json"), weeks)
-    if len(fired):
-        ev.add(week, 7, "alert", list(fired["message"]), rules=list(fired["rule"]))
-    scheduled = bool(policy.retrain_every) and week % policy.retrain_every == 0
-    if not (len(fired) or scheduled):
-        return
-    why = "alert: " + ", ".join(fired["rule"]) if len(fired) else f"schedule: every {policy.retrain_every} week(s)"
-    if state.get("rollout"):
-        ev.add(week, 7, "retrain skipped", f"{why}, but v{state['rollout']['version']} is still rolling out")
-        return
-    promoted = state.get("promoted_week")
-    if promoted is not None and week - promoted < policy.cooldown_weeks and not scheduled:
-        ev.add(week, 7, "retrain skipped", f"{why}, but v{state['reference_version']} was promoted in week "
-               f"{promoted} (cooldown of {policy.cooldown_weeks} week(s))")
-        return
-    history = [data.load_snapshot()] + [week_payments(w, scenario_of(w), state["per_day"]) for w in range(1, week + 1)]
-    frame = known_labels(pd.concat(history, ignore_index=True), as_of)
-    holdout = frame[frame["timestamp"] >= as_of - pd.Timedelta(days=7)].reset_index(drop=True)
-    cut = as_of - pd.Timedelta(days=7 + policy.valid_days)  # training ends here; validation, then the holdout
-    valid = frame[(frame["timestamp"] >= cut) & (frame["timestamp"] < as_of - pd.Timedelta(days=7))]
-    train = frame[(frame["timestamp"] >= cut - pd.Timedelta(days=policy.train_days)) & (frame["timestamp"] < cut)]
-    version = _train_and_register(week, train.reset_index(drop=True), valid.reset_index(drop=True), as_of, why,
-                                  ev, policy)
-    if version is None:
-        return
-    digest = data.fingerprint(holdout)
-    if digest == state.get("last_holdout"):
-        raise LabError(f"The gate's holdout of week {week} is the one the last gate used ({digest}): the holdout "
-                       "must roll forward.")
-    decision = registry.gate(version, holdout, margin=policy.margin, name=_model())
-    state["last_holdout"] = digest
-    cost_ok, cost_reason, costs = _cost_check(decision, holdout, policy)
-    known = int(holdout["is_fraud"].sum())
-    enough = known >= policy.gate_min_chargebacks
-    evidence = (f"{known} chargebacks known in the holdout ({policy.gate_min_chargebacks} needed): "
-                + ("enough to judge" if enough else "too few to judge, kept the champion"))
-    passed = decision.verdict == "passed" and cost_ok and enough
-    ev.add(week, 7, "gate", [evidence, str(decision), cost_reason], version=version, ok=passed, holdout_digest=digest,
-           holdout=f"{holdout['timestamp'].min():%Y-%m-%d} to {holdout['timestamp'].max():%Y-%m-%d}",
-           holdout_rows=len(holdout), holdout_chargebacks=int(holdout["is_fraud"].sum()),
-           challenger_pr_auc=round(decision.challenger_pr_auc, 4),
-           champion_pr_auc=None if decision.champion_pr_auc is None else round(decision.champion_pr_auc, 4),
-           interval=decision.interval, champion=decision.champion_version, **costs)
-    if passed:
-        state["rollout"] = {"version": version, "phase": "pending", "since": 7 * week, "share": 0.0,
-                            "holdout_from": str(holdout["timestamp"].min()), "as_of": str(as_of)}
-
-
 def _cost_check(decision, holdout: pd.DataFrame, policy: Policy) -> tuple[bool, str, dict]:
     """The gate's second question: does the challenger, at its own threshold, cost no more than the
     champion at its own on the holdout (labels known at decision time), within the policy's tolerance?
@@ -787,71 +1009,6 @@ def _cost_check(decision, holdout: pd.DataFrame, policy: Policy) -> tuple[bool, 
               f"against v{decision.champion_version}'s EUR {old:,.0f} ({new / old - 1:+.0%}; at most "
               f"{policy.max_cost_increase:+.0%} allowed): " + ("ok" if ok else "too costly, kept the champion"))
     return ok, reason, {"challenger_cost_per_1000": round(new, 1), "champion_cost_per_1000": round(old, 1)}
-
-
-def _train_and_register(week: int, train: pd.DataFrame, valid: pd.DataFrame, as_of, why: str, ev: _Events,
-                        policy: Policy) -> str | None:
-    """Retrain on the labels known at ``as_of``, run the CI stages, log and register the challenger."""
-    from . import ci, training
-
-    registry = _registry()
-    trained = training.train(policy.model_kind, train, valid, cost_aware=policy.cost_aware, **policy.model_params)
-    if policy.keep_flag_rate:
-        # Recent labels are mostly still missing (chargebacks take weeks), so a threshold tuned on them
-        # flags too little; instead keep the champion's share of flags on the validation days.
-        champion = registry.alias_version(registry.CHAMPION, _model())
-        tags = registry._client()[1].get_model_version(_model(), champion).tags
-        share = float((training.predict_scores(registry.load(champion, _model()), valid)
-                       >= float(tags.get("threshold") or 0.5)).mean())
-        scores = training.predict_scores(trained.pipeline, valid)
-        trained.threshold = float(np.quantile(scores, 1 - share)) if share > 0 else trained.threshold
-        trained.valid_metrics = training.metrics(valid["is_fraud"], scores, valid["amount"], trained.threshold)
-    ev.add(week, 7, "retrain", [why, f"{policy.model_kind} on {len(train)} payments from "
-                                     f"{train['timestamp'].min():%Y-%m-%d} to {train['timestamp'].max():%Y-%m-%d} with "
-                                     f"{int(train['is_fraud'].sum())} chargebacks known at {as_of:%Y-%m-%d}; threshold "
-                                     f"set on the {policy.valid_days} days before the holdout week"
-                                     + (" (the champion's flag rate)" if policy.keep_flag_rate else "")
-                                     + ("; frauds weighted by their amount" if policy.cost_aware else "")],
-           valid_pr_auc=round(trained.valid_metrics["pr_auc"], 4))
-    # The data stage tests the loop's own training data; latency and behaviour run on lab 06's fixed
-    # sample of payments (a behavioural suite is a fixed set of cases, not this week's traffic).
-    ctx = ci.Context(recipe=ci.Recipe(policy.model_kind, dict(policy.model_params)))
-    ctx._frame, ctx.candidate = pd.concat([train, valid], ignore_index=True), trained
-    ctx._split = (train, valid, data.time_split(data.load_snapshot())[2])
-    ctx.notes["as_of"] = as_of
-    outcomes = []
-    for stage in ci.STAGES:
-        if stage.name in CI_STAGES:
-            try:
-                status, reason = stage.run(ctx)
-            except LabError as exc:
-                status, reason = "fail", str(exc)
-            outcomes.append(f"{stage.name}: {status}: {reason}")
-            if status == "fail":
-                break
-    passed = not any(": fail: " in o for o in outcomes)
-    ev.add(week, 7, "ci", outcomes, ok=passed)
-    if not passed:
-        return None
-    _, client = registry._client()
-    name = _model()
-    # what the model depends on: a resumed step finds the version it registered before the stop
-    key = data.fingerprint(pd.DataFrame({"what": [json.dumps(
-        [week, str(as_of), data.fingerprint(train), data.fingerprint(valid), policy.model_kind,
-         sorted(policy.model_params.items()), policy.keep_flag_rate, policy.cost_aware, repr(trained.threshold)], default=str)]}))
-    earlier = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("loop.key") == key]
-    if earlier:  # registered before a stop: the same model, trained again the same way
-        version = str(earlier[0].version)
-    else:
-        # the loop's own experiment: its retrains (trained on newer data, scored on their own few days) must
-        # not top lab 02's compare_runs(), from which labs 02-03 and lab.setup pick the course's models
-        run_id = training.log_training_run(trained, valid, run_name=f"loop week {week}",
-                                           experiment=f"{config.experiment_name()}-loop")
-        version = registry.register(run_id, name)
-        client.set_model_version_tag(name, version, "loop.week", str(week))
-        client.set_model_version_tag(name, version, "loop.key", key)
-    ev.add(week, 7, "register", f"challenger v{version} (threshold {trained.threshold:.4f})", version=version)
-    return version
 
 
 def _refit_reference(pending: dict, state: dict) -> None:

@@ -67,7 +67,7 @@ def alias_version(alias: str, name: str | None = None) -> str | None:
 
 
 def set_alias(alias: str, version: str, name: str | None = None) -> None:
-    from .workshop import server_errors
+    from .tracking import server_errors
 
     _, client = _client()
     with server_errors(f"set the {alias!r} alias of model {name or config.model_name()!r}"):
@@ -214,8 +214,7 @@ def scoring_p99_ms(version: str, holdout: pd.DataFrame, name: str | None = None,
     with one thread as the server scores (see serving.app.single_threaded)."""
     from threadpoolctl import threadpool_limits
 
-    from .serving.client import to_payload
-    from .serving.model import FastScorer
+    from .scoring import FastScorer, to_payload
 
     scorer = FastScorer(pipeline if pipeline is not None else load(version, name))
     records = to_payload(holdout.head(n))

@@ -3,9 +3,7 @@ cost-minimising threshold, and tracking runs in MLflow."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -16,6 +14,14 @@ import pandas as pd
 
 from . import data
 from .errors import LabError
+from .tracking import (  # noqa: F401 - re-exported: labs and checks use training.<name>
+    _artifact_location,
+    _check_sqlite_store,
+    _experiment_id,
+    _quiet_mlflow,
+    mlflow_client,
+    use_tracking,
+)
 
 MODEL_KINDS = ("logistic_regression", "gradient_boosting")
 
@@ -239,79 +245,6 @@ def train(kind: str, train_frame: pd.DataFrame, valid_frame: pd.DataFrame, revie
 # --------------------------------------------------------------------------- tracking
 
 
-def mlflow_client():
-    """Point MLflow at the course's tracking store and return the mlflow module.
-
-    Called by every function that talks to MLflow (never at import time). A store that cannot be
-    opened becomes one LabError that says what to do."""
-    import logging
-
-    import mlflow
-
-    from . import config
-
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # table creation chatter
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    uri = config.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        config.ensure_home()
-        _check_sqlite_store(uri.removeprefix("sqlite:///"))
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return mlflow
-
-
-def use_tracking():
-    """For notebooks: point MLflow at the course's store and experiment; return the mlflow module."""
-    mlflow = mlflow_client()
-    mlflow.set_experiment(experiment_id=_experiment_id(mlflow))
-    return mlflow
-
-
-def _check_sqlite_store(path: str) -> None:
-    import os
-    import sqlite3
-
-    if not os.path.exists(path):
-        return
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            conn.execute("select name from sqlite_master limit 1").fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise LabError(
-            f"The tracking store {path} is not a readable MLflow database ({exc}). It may be corrupt or "
-            "not a database at all: move it aside (`mv mlflow.db mlflow.db.broken`) or start again with "
-            "`mlops-lab reset`, then run lab.setup(n) for the lab you are on."
-        ) from None
-
-
-def _experiment_id(mlflow, name: str | None = None) -> str:
-    from . import config
-
-    name = name or config.experiment_name()
-    try:
-        experiment = mlflow.get_experiment_by_name(name)
-        if experiment is None:
-            return mlflow.create_experiment(name, artifact_location=_artifact_location())
-        return experiment.experiment_id
-    except Exception as exc:  # sqlalchemy, permission and connection errors all end here
-        from .workshop import explain, remote
-
-        if remote() and explain(exc, f"open experiment {name!r}"):
-            raise LabError(explain(exc, f"open experiment {name!r}")) from None
-        raise LabError(
-            f"Cannot open the MLflow tracking store {config.tracking_uri()}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:300]}. Check that the folder is writable and the file is an MLflow "
-            "database (`mlops-lab doctor` checks both), or `mlops-lab reset` to start again."
-        ) from None
-
-
-def _artifact_location() -> str | None:
-    from . import config
-
-    return config.artifact_location() if config.tracking_uri().startswith("sqlite:") else None
-
-
 def _git_commit() -> str | None:
     import subprocess
     from pathlib import Path
@@ -476,24 +409,6 @@ def serving_requirements() -> list[str]:
     from importlib import metadata
 
     return [f"{name}=={metadata.version(name)}" for name in ("scikit-learn", "numpy", "pandas", "scipy")]
-
-
-@contextlib.contextmanager
-def _quiet_mlflow():
-    """Silence MLflow's advice we have already acted on (pickle chosen on purpose; integer columns
-    never carry missing values in this contract), so notebooks show what matters."""
-    import logging
-    import warnings
-
-    logger = logging.getLogger("mlflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def train_and_log(kind: str, train_frame: pd.DataFrame, valid_frame: pd.DataFrame, run_name: str | None = None,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import threading
+
 from .training import REVIEW_FEE, choose_threshold, days_covered, metrics, predict_scores
 
 
@@ -21,31 +24,35 @@ def threshold_explorer(pipeline, frame, review_fee: float = REVIEW_FEE):
     y, amounts = frame["is_fraud"], frame["amount"]
     days = days_covered(frame)
     best = choose_threshold(y, scores, amounts, review_fee, days=days)
-    threshold = w.FloatLogSlider(value=max(best, 1e-4), base=10, min=-4, max=0, step=0.05,
-                                 description="threshold", readout_format=".4f")
+    step = 0.05  # the slider's step, in powers of ten
+    # No readout: the slider snaps to its step (0.1077 shows as 0.1122), so the one threshold shown is
+    # the text's, which names the exact threshold its figures are computed at.
+    threshold = w.FloatLogSlider(value=max(best, 1e-4), base=10, min=-4, max=0, step=step,
+                                 description="threshold", readout=False)
     fee = w.FloatSlider(value=review_fee, min=1, max=50, step=1, description="review fee")
     best_button = w.Button(description="cheapest threshold")
     text = w.HTML()
-    # The slider snaps to its log step (0.0022377 would become 0.0022387): the text follows the exact
-    # threshold that was chosen, and only a learner's own move of the slider replaces it.
-    state = {"threshold": best, "syncing": False}
+    state = {"threshold": best}
+    lock = threading.Lock()  # comm callbacks may come from another thread than the cell's: one render at a time
 
     def update(*_):
-        m = metrics(y, scores, amounts, state["threshold"], fee.value)
-        text.value = f"<pre>{describe_threshold(m, state['threshold'], fee.value)}</pre>"
+        with lock:
+            m = metrics(y, scores, amounts, state["threshold"], fee.value)
+            text.value = f"<pre>{describe_threshold(m, state['threshold'], fee.value)}</pre>"
 
     def slide(change):
-        if not state["syncing"]:
-            state["threshold"] = change["new"]
-            update()
+        # The browser sends back the snapped position of the threshold set here (on first render, and
+        # after "cheapest threshold"): that is the same slider position, not a learner's move.
+        exponent = math.log10(max(state["threshold"], 1e-4))
+        snapped = threshold.min + round((exponent - threshold.min) / step) * step
+        if min(abs(math.log10(change["new"]) - e) for e in (exponent, snapped)) < 1e-6:
+            return
+        state["threshold"] = change["new"]
+        update()
 
     def jump(_):
         state["threshold"] = choose_threshold(y, scores, amounts, fee.value, days=days)
-        state["syncing"] = True
-        try:
-            threshold.value = max(state["threshold"], 1e-4)
-        finally:
-            state["syncing"] = False
+        threshold.value = max(state["threshold"], 1e-4)
         update()
 
     threshold.observe(slide, "value")

@@ -96,3 +96,67 @@ def test_ci_run_script_runs_the_same_pipeline():
     calls = [line.split("mlops-lab ci", 1)[1].split() for line in script.splitlines()
              if "mlops-lab ci" in line and not line.lstrip().startswith(("#", "log"))]
     assert calls and not any("--stage" in words for words in calls)  # every stage, in STAGES order
+
+
+# ------------------------------------------------------------------ lab 06's workflow job: judged by meaning, then run
+
+from mlops_lab.exercises import lab06  # noqa: E402
+
+
+def _job(*steps, env=""):
+    start = lab06.WORKFLOW_START.replace("    runs-on: ubuntu-latest\n", "    runs-on: ubuntu-latest\n" + env)
+    return start + "".join(steps)
+
+
+def test_one_block_and_joined_commands_and_separate_steps_are_the_same_commands():
+    block = lab06.read_script("pip3 install -r requirements.txt -e .\nmlops-lab setup 5  # a champion\n"
+                              "mlops-lab ci --stage=data \\\n  --stage quality\n")
+    joined = lab06.read_script("python -m pip install -r requirements.txt -e . && mlops-lab setup 5; "
+                               "mlops-lab ci --stage data --stage quality")
+    assert block.commands == joined.commands == (
+        ("pip", "install", "-r", "requirements.txt", "-e", "."), ("mlops-lab", "setup", "5"),
+        ("mlops-lab", "ci", "--stage", "data", "--stage", "quality"))
+    assert block.simple and joined.simple
+    assert "||" in lab06.read_script("mlops-lab ci --stage data || true").operators
+    assert not lab06.read_script("cd labs\nmlops-lab ci").simple  # state carried from line to line
+
+
+def test_a_weekly_cron_in_any_spelling():
+    for cron in ("17 5 * * 1", "17 5 * * MON", "0 23 * * sun", "05 00 * * 6"):
+        assert lab06.weekly(cron), cron
+    for cron in ("17 5 * * *", "17 5 * * 1-5", "* 5 * * 1", "17 5 1 * *", "17 5 * * MON,THU", "@weekly"):
+        assert not lab06.weekly(cron), cron
+
+
+def test_a_job_runs_its_steps_in_order_in_a_scratch_copy_with_its_env():
+    workflow = _job(
+        "      - run: test \"$CI\" = true && test -f requirements.txt && test \"$PROJECT\" = cardguard\n",
+        "      - run: echo \"PROJECT_STEP=seen\" >> \"$GITHUB_ENV\"\n",
+        "      - run: |\n          test \"$PROJECT_STEP\" = seen\n          python -c 'import sys; print(sys.prefix)'\n"
+        "          ! command -v mlops-lab\n",
+        env="    env:\n      PROJECT: cardguard\n")
+    run = lab06.run_job(workflow, report=lambda line: None)
+    assert run.ok, str(run)
+    assert [s.status for s in run.steps] == ["emulated", "emulated", "pass", "pass", "pass"]
+    assert any("actions/checkout emulated" in n for n in run.notes)
+    assert any("actions/setup-python emulated" in n for n in run.notes)
+    prefix = run.steps[-1].output.strip().splitlines()[0]
+    assert prefix != sys.prefix and "mlops-lab-job-" in prefix  # the job's own Python, not the course's
+    assert not Path(prefix).exists()  # the scratch folder is removed afterwards
+
+
+def test_a_failing_step_fails_the_job_with_its_output_and_the_rest_is_skipped():
+    workflow = _job("      - run: echo 'about to fail'; exit 3\n", "      - run: echo never\n")
+    run = lab06.run_job(workflow, report=lambda line: None)
+    assert not run.ok
+    assert run.failed.number == 3 and run.failed.returncode == 3 and "about to fail" in run.failed.output
+    assert run.steps[-1].status == "skipped"
+    assert "exit code 3" in str(run)
+
+
+def test_without_setup_python_there_is_no_project_python_to_install_into():
+    workflow = _job("      - run: command -v mlops-lab\n").replace(
+        f"      - uses: {lab06.SETUP_PYTHON}\n        with:\n          python-version: \"3.11\"\n          cache: pip\n"
+        "          cache-dependency-path: requirements.txt\n", "")
+    run = lab06.run_job(workflow, report=lambda line: None)
+    assert not run.ok and run.failed.number == 2

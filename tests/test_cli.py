@@ -156,8 +156,10 @@ def test_run_keeps_a_failed_run_and_says_where(tiny_course, tmp_path):
     assert len(kept) == 1 and f"Kept the workspace {kept[0]}" in result.stdout
 
 
-def test_ctrl_c_prints_the_rows_finished_so_far(tiny_course, tmp_path):
-    # issue 8 friction: Ctrl-C printed "Aborted!" and no table
+@pytest.mark.parametrize("delay", [0, 3], ids=["just-after-a-row", "while-a-cell-runs"])
+def test_ctrl_c_prints_the_rows_finished_so_far(tiny_course, tmp_path, delay):
+    # issue 8 friction: Ctrl-C printed "Aborted!" and no table; issue 23: still so when Ctrl-C came just
+    # after a row printed (between two notebooks, while the next kernel started): 3 of 3
     env = {**os.environ, "SLEEP": "120", "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
     process = subprocess.Popen([sys.executable, "-m", "mlops_lab.cli", "run", "--root", str(tiny_course)],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -166,7 +168,7 @@ def test_ctrl_c_prints_the_rows_finished_so_far(tiny_course, tmp_path):
         lines.append(line)
         if "00_hello.ipynb" in line:
             break
-    time.sleep(3)  # 01 is sleeping in its kernel now
+    time.sleep(delay)  # 0: between two notebooks; 3: 01 is starting or sleeping in its kernel
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     out = "".join(lines) + out
@@ -202,3 +204,39 @@ def test_readme_commands_work_as_shown():
             command = command.commands[words.pop(0)]
         unknown = {w.split("=")[0] for w in words if w.startswith("--")} - _options(command)
         assert not unknown, f"{span}: {unknown}"
+
+
+def test_lab_as_root_passes_allow_root_and_says_so(home):
+    from mlops_lab import learner
+
+    command = learner.jupyter_lab_command("00", ("--no-browser",), ROOT)
+    assert ("--allow-root" in command) == (os.geteuid() == 0)
+    assert learner.jupyter_lab_command("00", ("--allow-root",), ROOT).count("--allow-root") == 1
+    result = run_cli("lab", "--version", env={"MLOPS_LAB_HOME": str(home)})  # JupyterLab prints its version
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("passing --allow-root to JupyterLab" in result.stdout) == (os.geteuid() == 0)
+    assert "Running as root is not recommended" not in result.stdout + result.stderr
+
+
+def test_jupyter_started_by_the_course_has_mlflow_ui_in_its_launcher(home, monkeypatch):
+    """issue 22, item 6: the launcher's MLflow UI tile (jupyter-server-proxy) on the learner's store, and
+    terminals that keep the course's PATH (a login shell ran /etc/profile: 'mlflow: command not found')."""
+    from traitlets.config import Config
+
+    from mlops_lab import config, learner
+
+    env = learner.jupyter_environment({"PATH": "/usr/bin:/bin"})
+    assert env["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+    assert env["JUPYTER_CONFIG_PATH"].split(os.pathsep)[0] == str(learner.JUPYTER_CONFIG)
+    for folder in (learner.JUPYTER_CONFIG, ROOT / "binder" / "jupyter"):  # mlops-lab lab, and Binder
+        c = Config()
+        exec(compile((folder / "jupyter_server_config.py").read_text(), "config", "exec"), {"get_config": lambda c=c: c})
+        entry = c.ServerProxy.servers["mlflow"]
+        command = entry["command"](port=5123)
+        assert command[1:4] == ["-m", "mlflow", "ui"] and os.path.exists(command[0])
+        assert command[command.index("--backend-store-uri") + 1] == config.tracking_uri()
+        assert command[command.index("--port") + 1] == "5123" and "127.0.0.1" in command
+        assert entry["launcher_entry"]["title"] == "MLflow UI"
+        assert open(entry["launcher_entry"]["icon_path"]).read().lstrip().startswith("<svg")
+        assert "-l" not in c.ServerApp.terminado_settings["shell_command"]
+    assert learner.mlflow_ui_url().startswith("mlflow ui --backend-store-uri ")  # outside Jupyter: the command

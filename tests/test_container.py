@@ -70,6 +70,24 @@ def test_context_holds_only_what_serving_needs(context):
     assert not (context / "mlops_lab" / "notebooks.py").exists()
 
 
+def test_context_holds_every_module_the_server_and_the_model_import(context):
+    """The image has only the context's copy of the package: the server's modules, and those the pickled
+    pipeline imports when it is loaded (training, and what training imports), must all be there."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import pickle, sys\n"
+            "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]\n"
+            "import mlops_lab.serving.app as app\n"
+            "pickle.load(open('bundle/model.pkl', 'rb'))\n"
+            "print(app.__file__)")  # an editable install would find what the context lacks: the image cannot
+    result = subprocess.run([sys.executable, "-c", code], cwd=context, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(context)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().startswith(str(context)), "the context's own copy of the package was imported"
+
+
 def test_local_fallback_runs_the_same_entrypoint(context):
     with container.run_local(context) as server:
         answer = httpx.post(f"{server.url}/predict", json=to_payload(data.simulate_transactions(1))[0])
@@ -136,6 +154,12 @@ def test_image_builds_runs_and_serves(image):
         assert bad.status_code == 422
         metrics = httpx.get(f"{running.url}/metrics").text
         assert 'cardguard_requests_total{endpoint="/predict",status="200"} 1.0' in metrics
+        # only what runs: no test suites, no pip, no C sources; bytecode compiled at build time
+        leftovers = running.container.exec_run(
+            ["sh", "-c", "find /opt/venv -type d -name tests; find /opt/venv -name '*.pyx' -o -name 'pip*' "
+                         "-path '*/bin/*'; ls /opt/venv/lib/python3.11/site-packages/sklearn/__pycache__ | head -1"])
+        lines = leftovers.output.decode().split()
+        assert len(lines) == 1 and lines[0].endswith(".pyc"), lines
         container_id = running.container.id
     import docker
 
@@ -159,14 +183,60 @@ def test_missing_base_image_says_how_to_build_one(context, monkeypatch):
 
 
 def test_5_3_runs_the_learners_probe_in_the_built_image(use_course_home, docker_base_image, monkeypatch):
-    """A probe that reads right but fails when it runs (a misspelt keyword): only Docker running it can tell."""
+    """A probe that passes on this machine but cannot run in the image (requests is not among the image's
+    packages): only Docker running it can tell."""
     from mlops_lab import exercises
     from mlops_lab.exercises import lab05
 
     monkeypatch.setenv("MLOPS_LAB_BASE_IMAGE", docker_base_image)
-    typo = lab05._healthcheck_with(
-        "[\"python\", \"-c\", \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready', timout=2)\"]")
-    status, message = exercises.evaluate("5.3", typo)
+    elsewhere = lab05._healthcheck_with(
+        "[\"python\", \"-c\", \"import requests; requests.get('http://127.0.0.1:8000/ready', timeout=2).raise_for_status()\"]")
+    probe = lab05.parse(elsewhere)[-1].healthcheck
+    assert lab05.run_probe(probe, lab05._probe_servers()["ready"])[0] == 0, "it passes outside the image"
+    status, message = exercises.evaluate("5.3", elsewhere)
     assert status == "incorrect", message
-    assert "Docker built your image and ran your HEALTHCHECK" in message and "timout" in message
+    assert "Docker built your image and ran your HEALTHCHECK" in message and "requests" in message
     assert exercises.evaluate("5.3", lab05._step(3)) == ("correct", "")
+
+
+def test_5_3_fails_a_probe_that_passes_in_the_image_with_no_server(use_course_home, docker_base_image, monkeypatch):
+    """Docker runs the learner's probe in their image with no server started: a probe that swallows its error
+    passes there, so the check fails it (here after the local runs have already said so)."""
+    from mlops_lab.exercises import lab05
+
+    monkeypatch.setenv("MLOPS_LAB_BASE_IMAGE", docker_base_image)
+    lab05._built(lab05._step(3), docker_base_image, "cardguard:healthcheck")
+    swallowing = ["/bin/sh", "-c", "python -c \"import urllib.request; "
+                  "urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=2)\" || exit 0"]
+    assert lab05._probe_in_image_without_server("cardguard:healthcheck", swallowing)[0] == 0
+    with pytest.raises(AssertionError, match="with no server started, and it passed"):
+        lab05._check_probe_in_docker("cardguard:healthcheck", swallowing)
+    honest = lab05.parse(lab05._step(3))[-1].healthcheck
+    assert lab05._probe_in_image_without_server("cardguard:healthcheck", honest)[0] not in (0, None)
+
+
+def test_lab_05_reads_a_dockerfile_as_docker_does():
+    """Exec or shell form, ENTRYPOINT + CMD, --opt=value, instruction case, continuations with comments: one program."""
+    from mlops_lab.exercises import lab05
+
+    exec_form = ('FROM x AS runtime\nENTRYPOINT ["python", "-m", "uvicorn"]\n'
+                 'CMD ["app:make", "--factory", "--host=0.0.0.0", "--port=8000"]\n')
+    shell_form = "from x\ncmd exec python3 -m uvicorn app:make --factory \\\n  # every interface\n  --host 0.0.0.0 --port 8000\n"
+    one, other = (lab05.parse(text)[-1] for text in (exec_form, shell_form))
+    assert lab05.server_command(one.program) == lab05.server_command(other.program)
+    assert lab05.server_command(one.program).host == "0.0.0.0" and not one.shell_form and not other.shell_form
+    assert lab05.parse("FROM x\nCMD uvicorn app:make --factory\n")[-1].shell_form  # /bin/sh stays PID 1
+    assert lab05.server_command(["/bin/sh", "-c", "echo hi"]) is None
+
+
+def test_lab_05_substitutes_build_arguments_and_environment_as_docker_does():
+    from mlops_lab.exercises import lab05
+
+    stage = lab05.parse('ARG UID=1\nFROM x\nARG GID=10001\nARG UID=10001\nENV APP="/app dir" OWNER=$UID\n'
+                        "USER ${UID}:${GROUP:-$GID}\nWORKDIR $APP\nCOPY bundle ./bundle\n")[-1]
+    assert stage.user == "10001:10001" and stage.env == {"APP": "/app dir", "OWNER": "10001"}
+    assert lab05.copies(stage) == [("bundle", "/app dir/bundle")]
+    # a build argument declared before FROM is not seen inside a stage until the stage declares it
+    assert lab05.parse("ARG UID=10001\nFROM x\nUSER ${UID}\n")[-1].user == ""
+    assert lab05.parse("ARG UID=10001\nFROM x\nARG UID\nUSER ${UID}\n")[-1].user == "10001"
+    assert lab05.parse("FROM x\nENV MLOPS_LAB_BUNDLE /app/bundle\n")[-1].env == {"MLOPS_LAB_BUNDLE": "/app/bundle"}

@@ -49,3 +49,37 @@ def test_kept_answer_gets_its_verdict(id, case, workspace_for):
     assert status == case.expect, f"{case.label!r}: expected {case.expect}, got {status}: {message}"
     if case.expect == "incorrect":
         assert case.words in message, f"{case.label!r}: message {message!r} lacks {case.words!r}"
+
+
+@pytest.mark.parametrize("id", sorted(EXERCISES))
+def test_a_function_exercise_is_judged_on_at_least_twenty_inputs(id, workspace_for):
+    """A learner's function is run beside the reference on many generated inputs (``trials=``), never
+    on one planted case (that the reference passes on them is test_reference_answer_is_correct)."""
+    import inspect
+
+    workspace_for(id)
+    ex = EXERCISES[id]
+    reference = ex.reference()
+    if not inspect.isfunction(reference):
+        assert ex.trials is None, f"{id} declares trials but its answer is not a function"
+        return
+    if ex.trials is None and ex.judged_on:  # a test the learner writes, judged by the apps it must tell apart
+        assert len(ex.cases) >= 5, f"{id} is judged on {ex.judged_on}; it needs kept answers beside it"
+        return
+    assert ex.trials is not None, f"{id} asks for a function but judges it on no generated inputs (trials=)"
+    trials = ex.trials()
+    assert len(trials) >= 20, f"{id} judges a function on {len(trials)} inputs; it needs at least 20"
+    assert len({t.label for t in trials}) == len(trials), f"{id}: every trial needs its own label (messages name it)"
+
+
+@pytest.mark.parametrize("id, label", [("6.1", "every feature made a float in place"),
+                                       ("6.2", "refits the model on the holdout"),
+                                       ("6.3", "edits the caller's payments")])
+def test_an_answer_that_edits_its_input_leaves_the_checks_data_alone(id, label, workspace_for):
+    """The checks keep their data between answers: one that edits what it was given is incorrect, and
+    every check after it, in the same process, still judges the solution correct."""
+    workspace_for(id)
+    [case] = [c for c in EXERCISES[id].cases if c.label == label]
+    assert exercises.evaluate(id, case.make())[0] == "incorrect"
+    for other in ("6.1", "6.2", "6.3"):
+        assert exercises.evaluate(other, EXERCISES[other].reference()) == ("correct", ""), other

@@ -90,3 +90,151 @@ def test_checks_that_log_use_a_throwaway_store_and_leave_yours_alone(home):
     assert mlflow.tracking.fluent._active_experiment_id == before_experiment
     assert mlflow.search_registered_models() == []  # the check's registry was its own
     assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+# ------------------------------------------------------------------ differential checks
+
+
+def _mean_amount(frame, floor=0.0):
+    return float(frame.loc[frame["amount"] >= floor, "amount"].mean())
+
+
+def _trials():
+    import numpy as np
+    import pandas as pd
+
+    out = []
+    for n in (50, 5, 20):
+        for floor in (0.0, 10.0):
+            rng = np.random.default_rng(n)
+            frame = pd.DataFrame({"amount": rng.uniform(0, 20, n).round(2), "hour": rng.integers(0, 24, n)})
+            out.append(exercises.Trial(f"{n} payments, floor={floor}", (frame,), {"floor": floor}, size=n))
+    return out
+
+
+def test_differential_passes_an_equivalent_function_and_names_the_smallest_disagreement():
+    def written_differently(frame, floor=0.0):
+        kept = frame["amount"][frame["amount"].ge(floor)]
+        return kept.sum() / len(kept)
+
+    exercises.differential(written_differently, _mean_amount, _trials())
+
+    def ignores_the_floor(frame, floor=0.0):
+        return float(frame["amount"].mean())
+
+    with pytest.raises(AssertionError, match=r"^with 5 payments, floor=10.0: returned"):
+        exercises.differential(ignores_the_floor, _mean_amount, _trials())
+
+
+def test_differential_fails_a_function_that_changes_its_input():
+    def sorts_in_place(frame, floor=0.0):
+        frame.sort_values("amount", inplace=True)
+        return _mean_amount(frame, floor)
+
+    with pytest.raises(AssertionError, match=r"with 5 payments, floor=0.0, your function changed its input"):
+        exercises.differential(sorts_in_place, _mean_amount, _trials())
+    trials = _trials()
+    before = trials[0].args[0].copy()
+    with pytest.raises(AssertionError):
+        exercises.differential(sorts_in_place, _mean_amount, trials)
+    assert trials[0].args[0].equals(before), "the trial's own input must stay pristine"
+
+
+def test_differential_reports_a_raise_and_a_forgotten_return_by_trial():
+    with pytest.raises(AssertionError, match=r"with 5 payments, floor=0.0, your function raised KeyError"):
+        exercises.differential(lambda frame, floor=0.0: frame["amt"], _mean_amount, _trials())
+
+    def no_return(frame, floor=0.0):
+        _mean_amount(frame, floor)
+
+    with pytest.raises(AssertionError, match="did you forget `return`"):
+        exercises.differential(no_return, _mean_amount, _trials())
+    with pytest.raises(exercises.NotAttempted):
+        exercises.differential(exercises._blank, _mean_amount, _trials())
+
+
+def test_same_compares_values_not_types_of_container():
+    assert exercises.same(0.1 + 0.2, 0.3) is None
+    assert exercises.same(1, 1.0) is None
+    assert exercises.same(True, 1) is not None, "a bool is not a count"
+    assert exercises.same([1.0, 2.0], (1.0, 2.0)) is None
+    assert "expected 0.3" in exercises.same(0.31, 0.3)
+    assert exercises.same(float("nan"), float("nan")) is None
+
+
+def test_verdict_takes_any_spelling_of_a_truth_value_and_nothing_else():
+    import numpy as np
+
+    assert exercises.verdict(np.bool_(True), True) is None
+    assert exercises.verdict(1, True) is None and exercises.verdict(0, False) is None
+    assert exercises.verdict(False, True) == "returned False, expected True"
+    assert "return True or False" in exercises.verdict("yes", True)
+    assert "return True or False" in exercises.verdict(0.7, True)
+
+
+def test_same_rows_ignores_order_and_index_and_names_the_first_wrong_row():
+    import pandas as pd
+
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "x": [1, 2, 3]})
+    trial = exercises.Trial("three rows", (frame,))
+    compare = exercises.same_rows("id", lambda row, kept, t: f"x is {row['x']}")
+    expected = frame[frame["x"] >= 2]
+    assert compare(expected.iloc[::-1].reset_index(drop=True), expected, trial) is None
+    assert compare(frame, expected, trial) == "yours keeps the row 'a' (3 rows, the right answer has 2): x is 1"
+    assert "leaves out the row 'c'" in compare(frame.head(2).tail(1), expected, trial)
+    assert "lost the column(s) x" in compare(expected[["id"]], expected, trial)
+    assert "appears twice" in compare(pd.concat([expected, expected]), expected, trial)
+    assert "values of x changed" in compare(expected.assign(x=0), expected, trial)
+    assert "return the rows" in compare(len(expected), expected, trial)
+    invented = pd.concat([expected, pd.DataFrame({"id": ["z"], "x": [9]})])
+    assert compare(invented, expected, trial).startswith("yours keeps the row 'z'")  # not in the input: no story
+
+
+def test_spelled_as_takes_the_prose_spellings():
+    choices = ("accuracy", "roc_auc", "pr_auc")
+    for spelling in ("pr_auc", "PR-AUC", " pr auc ", "PR_AUC", "'pr_auc'", "prauc"):
+        assert exercises.spelled_as(spelling, choices) == "pr_auc", spelling
+    assert exercises.spelled_as("average precision", choices, {"pr_auc": ["average precision"]}) == "pr_auc"
+    assert exercises.spelled_as("recall", choices) is None
+    assert exercises.spelled_as(0.5, choices) is None
+
+
+def test_close_to_takes_the_rounding_a_message_prints():
+    truth = 0.0089347
+    assert exercises.close_to(truth, truth) and exercises.close_to(0.0089, truth) and exercises.close_to(0.00893, truth)
+    assert exercises.close_to(0.009, truth)  # three decimals, as :.3f prints it
+    assert not exercises.close_to(0.009, truth, digits=4)
+    assert not exercises.close_to(0.01, truth)  # two decimals say too little
+    assert not exercises.close_to(0.0088, truth)  # a wrong figure, not a rounding
+    assert not exercises.close_to(True, 1.0) and not exercises.close_to("0.0089", truth)
+
+
+def test_a_solution_text_gets_the_names_the_notebook_imported():
+    assert exercises.solved("2.6")["mlflow"].__name__ == "mlflow"
+    names = exercises.solved("3.3")
+    assert names["lab"] is lab and names["pd"].__name__ == "pandas" and callable(names["gate_holdout"])
+
+
+def test_a_client_made_in_an_earlier_cell_is_judged_on_the_checks_store(home):
+    mlflow = training.use_tracking()
+    client = mlflow.MlflowClient()  # bound to the learner's store, as in an earlier notebook cell
+
+    def trained_on(model_name, alias):
+        run = client.get_run(client.get_model_version_by_alias(model_name, alias).run_id)
+        return next(i.dataset.digest for i in run.inputs.dataset_inputs
+                    if any(t.key == "mlflow.data.context" and t.value == "training" for t in i.tags))
+
+    assert exercises.evaluate("2.6", trained_on) == ("correct", "")
+    assert mlflow.get_tracking_uri() == client.tracking_uri
+    assert client.search_registered_models() == []  # after the check, the client sees the learner's store again
+
+
+@pytest.mark.parametrize("id", [id for id, ex in exercises.all_exercises().items()
+                                if ex.trials is not None and id.split(".")[0] in ("0", "1", "2", "3")])
+def test_function_exercises_of_labs_00_to_03_are_judged_on_at_least_20_inputs(id):
+    assert len(exercises.get(id).trials()) >= 20
+
+
+def test_the_function_exercises_of_labs_00_to_03_are_the_ones_with_trials():
+    with_trials = {id for id, ex in exercises.all_exercises().items() if ex.trials is not None and int(id.split(".")[0]) < 4}
+    assert with_trials == {"0.3", "0.4", "1.3", "1.5", "2.3", "2.5", "2.6", "3.2", "3.3"}

@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pandas as pd
@@ -168,3 +169,194 @@ def test_drift_explorer_shows_the_window_it_names(bundle):
     explorer.day.value = 3  # before the drift
     assert "amount" not in explorer.last_report.drifted_columns
     assert len(explorer.window("amount_in_cents", 3)) == pytest.approx(3_000, rel=0.1)
+
+
+# --- lab 07's PromQL rules under promtool, and what the Binder image installs for them ------------------
+
+def _small_streams(bundle, scenarios=("none", "holiday_season", "amount_in_cents", "fraud_rate_spike")):
+    model = load_from_bundle(bundle)
+    settings = stream.StreamSettings(days=9, drift_day=3, window_days=3, per_day=1_000)
+    reference = data.simulate_transactions(days=14, start="2026-01-19", per_day=1_000, seed=8)
+    profile = stream.reference_profile(model.pipeline, model.threshold, reference)
+    return stream.scenario_streams(model.pipeline, model.threshold, profile, settings, scenarios=list(scenarios)), settings
+
+
+@pytest.fixture(scope="module")
+def rule_tests(bundle):
+    streams, settings = _small_streams(bundle)
+    groups = alerts.monitor_rule_tests(streams, settings.drift_start,
+                                       {"holiday_season": ("InputDrift",), "amount_in_cents": ("InputDrift",)},
+                                       fire_within_days=3)
+    return groups + alerts.server_rule_tests("ScoringErrors")
+
+
+def _kept_promql_answers():
+    from mlops_lab import exercises
+
+    ex = exercises.get("7.5")
+    return ex.reference(), [c for c in ex.cases if c.expect == "incorrect" and c.words not in ("YAML", "ScoringErrors")]
+
+
+@needs_promtool
+def test_promtool_test_rules_passes_the_reference_and_fails_each_kept_wrong_answer(rule_tests):
+    reference, wrong = _kept_promql_answers()
+    how, failures = alerts.run_rule_tests(reference, rule_tests)
+    assert how == "promtool" and failures == []
+    for case in wrong:
+        how, failures = alerts.run_rule_tests(case.make(), rule_tests)
+        assert failures, f"{case.label!r} passed promtool test rules"
+        # the course's own evaluator (used without promtool) reaches the same verdict on the same series,
+        # or says it cannot read the expression (then 7.5 says "not judged", never "correct")
+        try:
+            assert alerts._evaluate_rule_tests(case.make(), rule_tests), case.label
+        except LabError as exc:
+            assert "no sum()" in case.label and "cannot read" in str(exc), case.label
+    assert alerts._evaluate_rule_tests(reference, rule_tests) == []
+
+
+@needs_promtool
+def test_promtool_check_rules_rejects_bad_promql(rule_tests):
+    bad = "groups:\n- name: g\n  rules:\n  - alert: InputDrift\n    expr: cardguard_monitor_drifted_columns >\n"
+    with pytest.raises(LabError, match="promtool check rules rejects"):
+        alerts.run_rule_tests(bad, rule_tests)
+
+
+def test_without_promtool_the_course_evaluator_judges_and_says_so(rule_tests, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    reference, wrong = _kept_promql_answers()
+    assert alerts.run_rule_tests(reference, rule_tests) == ("the course's evaluator", [])
+    how, failures = alerts.run_rule_tests(wrong[0].make(), rule_tests)
+    assert how == "the course's evaluator" and failures
+    words = failures[0].words({g.name: g for g in rule_tests})
+    assert "fired on a normal day" in words
+    with pytest.raises(LabError, match="apt-get install prometheus"):
+        alerts.run_rule_tests("groups:\n- name: g\n  rules:\n  - alert: X\n    expr: absent(up)\n", rule_tests)
+
+
+def test_binder_installs_promtool_the_way_repo2docker_does():
+    from .conftest import ROOT
+
+    packages = [line.split("#")[0].strip() for line in (ROOT / "binder" / "apt.txt").read_text().splitlines()]
+    assert "prometheus" in packages
+    dockerfile = (ROOT / ".ci" / "binder-standin.Dockerfile").read_text()
+    install = dockerfile.index("binder/apt.txt /tmp/apt.txt")
+    assert install < dockerfile.index("USER ${NB_USER}")  # as root, before the environment, as repo2docker
+    assert "apt-get install" in dockerfile[install:dockerfile.index("USER ${NB_USER}")]
+
+
+def test_course_streams_cache_on_every_setting(use_course_home):
+    short = stream.StreamSettings(days=8, drift_day=3, window_days=2, per_day=300)
+    longer = stream.StreamSettings(days=8, drift_day=3, window_days=4, per_day=300)
+    a = stream.course_streams(settings=short, scenarios=["none"])["none"]
+    b = stream.course_streams(settings=longer, scenarios=["none"])["none"]
+    assert len(a) == 8 - 2 + 1 and len(b) == 8 - 4 + 1  # not the first call's cached windows
+    assert (b["window_end"] - b["window_start"] == pd.Timedelta(days=4)).all()
+    again = stream.course_streams(settings=short, scenarios=["none"])["none"]
+    pd.testing.assert_frame_equal(again, a, check_dtype=False)
+    with pytest.raises(LabError, match="Unknown scenario"):
+        stream.course_streams(settings=short, scenarios=["nope"])
+
+
+# --- the drift explorer: titles, a scale that shows the cents, drawing from the kernel's thread ------------
+
+@pytest.fixture(scope="module")
+def explorer(bundle):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mlops_lab.monitoring.explorer import DriftExplorer
+
+    model = load_from_bundle(bundle)
+    settings = stream.StreamSettings(days=8, drift_day=3, window_days=3, per_day=1_000)
+    reference = data.simulate_transactions(days=14, start="2026-01-19", per_day=1_000, seed=8)
+    return DriftExplorer(model.pipeline, model.threshold,
+                         stream.reference_profile(model.pipeline, model.threshold, reference), settings)
+
+
+def test_explorer_titles_say_when_there_is_no_drift(explorer):
+    assert "after the drift" not in explorer.title("none", 6) and "no drift" in explorer.title("none", 6)
+    assert "before the drift begins on day 3" in explorer.title("holiday_season", 3)
+    assert explorer.title("holiday_season", 6).endswith("3 day(s) after the drift began")
+
+
+def test_explorer_plot_shows_the_cents_it_reports(explorer):
+    import matplotlib.pyplot as plt
+
+    from mlops_lab.monitoring.explorer import plot_numeric
+
+    window = explorer.window("amount_in_cents", 7)
+    report = explorer.profile.compare(window[list(explorer.profile.columns_)])
+    assert "amount" in report.drifted_columns
+    fig, ax = plt.subplots()
+    plot_numeric(explorer.profile, window, "amount", ax=ax, report=report)
+    reference_bars, current_bars = ax.containers
+    # both humps are visible: each window's tallest bar holds a real share of its payments
+    assert max(b.get_height() for b in current_bars) > 0.05
+    assert max(b.get_height() for b in reference_bars) > 0.05
+    assert ax.get_xscale() == "log" and "DRIFT" in ax.get_title()
+    current_x = [b.get_x() for b in current_bars if b.get_height() > 0.01]
+    reference_x = [b.get_x() for b in reference_bars if b.get_height() > 0.01]
+    assert min(current_x) > 5 * np.median(reference_x)  # two humps, apart: the cents are where they are
+    plt.close(fig)
+
+
+def test_explorer_draws_from_the_thread_that_built_it(bundle, explorer):
+    """A widget callback on another thread hands the drawing to the kernel's loop (the thread running
+    cells); matplotlib's text layout is not thread-safe ("ParseException ... (at char 0)")."""
+    import asyncio
+    import threading
+
+    drawn_on = []
+    ready = threading.Event()
+    box = {}
+
+    def kernel():
+        async def main():
+            box["loop"] = asyncio.get_running_loop()
+            ready.set()
+            while not box.get("stop"):
+                await asyncio.sleep(0.01)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=kernel)
+    thread.start()
+    ready.wait(10)
+    try:
+        explorer._thread, explorer._loop = thread, box["loop"]
+        original = explorer._render
+        explorer._render = lambda: drawn_on.append(threading.current_thread())
+        callbacks = [threading.Thread(target=explorer.refresh) for _ in range(4)]
+        for t in callbacks:
+            t.start()
+        for t in callbacks:
+            t.join()
+        deadline = time.monotonic() + 10
+        while len(drawn_on) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert drawn_on == [thread] * 4
+    finally:
+        box["stop"] = True
+        thread.join(10)
+        explorer._render = original
+        explorer._thread, explorer._loop = threading.current_thread(), None
+
+
+def test_explorer_draws_one_at_a_time_under_concurrent_changes(explorer):
+    import threading
+
+    errors = []
+
+    def change(scenario, day):
+        try:
+            explorer.show(scenario, day, "amount")
+        except Exception as exc:  # noqa: BLE001 - any error is the failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=change, args=(s, d)) for s, d in
+               [("amount_in_cents", 7), ("holiday_season", 6), ("none", 5), ("card_testing", 8)] * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -13,10 +13,11 @@ import pytest
 
 from mlops_lab import notebooks, registry
 
-from .conftest import ROOT, using_home
+from .conftest import NOTEBOOK_TIMEOUT, ROOT, using_home
 
-# run alone, this module runs the whole course twice
-pytestmark = pytest.mark.timeout(1800)
+# Each test runs one lab a second time (after the first run of every lab: tests/test_notebooks_run.py
+# in a whole session), under one notebook's time limit. Run alone, its first test runs every lab's first
+# run as well: give it `--timeout 3600`.
 
 _SANITIZE = configparser.ConfigParser(interpolation=None)
 _SANITIZE.read(ROOT / "tests" / "nbval_sanitize.cfg")
@@ -40,24 +41,15 @@ def _story(path) -> dict[str, str]:
     return story
 
 
-@pytest.fixture(scope="module")
-def reruns(lab_runs):
-    first, _, _ = lab_runs
-    # read the first run's stories before the second run writes over its executed notebooks
-    stories = {r.notebook: _story(r.output) for r in first if r.ok}
-    workspace = first[0].output.parents[2]  # <workspace>/executed/labs/<notebook>
-    second = notebooks.run([name[:2] for name in NOTEBOOKS], labs=True, workspace=workspace, root=ROOT,
-                           parameters={"FAST": True}, report=lambda _: None)
-    return stories, {r.notebook: r for r in second}, workspace
-
-
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT)
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_second_run_in_the_same_workspace_tells_the_same_story(reruns, name):
-    stories, second, _ = reruns
-    assert name in stories, f"{name} failed on its first run (see tests/test_notebooks_run.py)"
-    again = second[name]
-    assert again.ok, f"{name} fails when run a second time in the same workspace: {again.error}"
-    before, after = stories[name], _story(again.output)
+def test_second_run_in_the_same_workspace_tells_the_same_story(lab_runs, name):
+    first = lab_runs.result(name)
+    assert first.ok, f"{name} failed on its first run (see tests/test_notebooks_run.py): {lab_runs.explain(first)}"
+    before = _story(first.output)  # read before the second run writes over the executed notebook
+    again = lab_runs.rerun(name)
+    assert again.ok, f"{name} fails when run a second time in the same workspace: {lab_runs.explain(again)}"
+    after = _story(again.output)
     verdicts = VERDICT.findall("\n".join(before.values()))
     assert verdicts, f"{name}: no check verdicts found in the first run"
     assert VERDICT.findall("\n".join(after.values())) == verdicts
@@ -68,11 +60,12 @@ def test_second_run_in_the_same_workspace_tells_the_same_story(reruns, name):
         pytest.fail(f"{name}: {len(changed)} cell(s) print something else on a second run; cell {changed[0]}:\n{diff}")
 
 
-def test_lab_03_second_run_keeps_the_champion_the_gate_chose(reruns):
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT)
+def test_lab_03_second_run_keeps_the_champion_the_gate_chose(lab_runs):
     """Lab 03 rolls back and restores the champion: on a second run it must restore the version the
     gate promoted, not one the gate kept out, and the workspace's champion must have passed the gate."""
-    _, second, workspace = reruns
-    text = "\n".join(_story(second["03_registry.ipynb"].output).values())
+    workspace = lab_runs.workspace
+    text = "\n".join(_story(lab_runs.rerun("03_registry.ipynb").output).values())
     promoted = re.search(r"challenger v(\d+) .*Verdict: promoted", text)
     rejected = re.search(r"challenger v(\d+) .*Verdict: kept champion", text)
     restored = re.search(r"restored:\s+(\d+)", text)

@@ -198,3 +198,58 @@ def test_mlflow_client_end_to_end(servers, frame, course_home):
         pipeline = registry.load(registry.alias_version("champion"))
     np.testing.assert_allclose(predictions.to_numpy()[:, 1], pipeline.predict_proba(frame)[:, 1], rtol=0, atol=1e-9)
     assert predictions.shape == (len(frame), 2)
+
+
+# --- CSV read as JSON is read (issue 23): the parser the /invocations handler calls, beside the JSON one
+
+
+def _csv_answer(text: str):
+    """What /invocations makes of a CSV body: (status, first error's field and rule) or (200, rows)."""
+    from mlops_lab.serving import protocol
+
+    try:
+        return 200, protocol.validate_rows(*protocol.rows_from_csv(text.encode()))
+    except protocol.Problem as problem:
+        first = (problem.errors or [{}])[0]
+        return problem.status, (first.get("field"), first.get("rule"), problem.detail)
+
+
+def test_csv_with_a_repeated_column_is_a_422_like_json(frame):
+    text = frame.head(2).to_csv(index=False)
+    header, rest = text.split("\n", 1)
+    first = header.split(",")[0]
+    status, (field, rule, detail) = _csv_answer(f"{header},{first}\n" + "\n".join(
+        f"{line},{line.split(',')[0]}" for line in rest.strip().split("\n")) + "\n")
+    assert status == 422 and (field, rule) == ("csv", "format") and f"{first!r} more than once" in detail
+
+
+def test_csv_with_a_byte_order_mark_reads_like_one_without(frame):
+    text = frame.head(3).to_csv(index=False)
+    status, rows = _csv_answer("\ufeff" + text)
+    assert status == 200 and rows == _csv_answer(text)[1]
+
+
+@pytest.mark.parametrize("value", ["1_000", "١٢٣", " 12", "+5", "0x10", "1e", "inf", "Infinity"])
+def test_csv_numbers_are_read_as_json_reads_them(frame, value):
+    from mlops_lab.serving import protocol
+
+    text = frame.head(1).to_csv(index=False)
+    header, row = text.strip().split("\n")
+    names, cells = header.split(","), row.split(",")
+    cells[names.index("amount")] = value
+    status, (field, rule, _) = _csv_answer(f"{header}\n{','.join(cells)}\n")
+    assert status == 422 and field == "csv[0].amount", (value, field, rule)
+    record = dict(zip(names, [protocol._csv_value(n, c) for n, c in zip(names, cells, strict=True)], strict=True))
+    record["amount"] = value
+    with pytest.raises(protocol.Problem):  # the JSON formats refuse it too
+        protocol.validate_rows("dataframe_records", [record])
+
+
+def test_csv_keeps_what_json_accepts(frame):
+    text = frame.head(1).to_csv(index=False)
+    header, row = text.strip().split("\n")
+    names, cells = header.split(","), row.split(",")
+    for value, expected in [("12.5", 12.5), ("1e3", 1000.0), ("7", 7.0), ("0.25", 0.25)]:
+        cells[names.index("amount")] = value
+        status, rows = _csv_answer(f"{header}\n{','.join(cells)}\n")
+        assert status == 200 and rows[0].amount == expected, value

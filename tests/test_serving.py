@@ -418,3 +418,75 @@ def test_serve_command_without_a_champion_says_the_shell_command(use_course_home
     assert result.returncode == 2
     assert "No nonexistent for model 'cardguard'" in result.stderr and "`mlops-lab setup 4`" in result.stderr
     assert "lab.setup" not in result.stderr
+
+
+# --- slow clients (issue 23): headers and bodies that never finish are cut after a documented time
+
+
+@pytest.fixture(scope="module")
+def impatient_server(bundle, tmp_path_factory):
+    """A server whose limits are short, so the test is too: 2 s for headers, 2 s for a body."""
+    with start_server(bundle=bundle, env={"MLOPS_LAB_HEADER_SECONDS": "2", "MLOPS_LAB_BODY_SECONDS": "2"},
+                      report=None) as handle:
+        yield handle
+
+
+def _until_closed(sock, limit: float = 30) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and after how long (bounded)."""
+    import time
+
+    sock.settimeout(1)
+    start, got = time.monotonic(), b""
+    while time.monotonic() - start < limit:
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got, time.monotonic() - start
+
+
+@pytest.mark.parametrize("opening", [b"", b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty"],
+                         ids=["nothing-sent", "headers-half-sent"])
+def test_slow_headers_are_cut(impatient_server, opening):
+    import socket
+
+    connections = []
+    try:
+        for _ in range(5):
+            sock = socket.create_connection(("127.0.0.1", impatient_server.port), timeout=5)
+            sock.sendall(opening)
+            connections.append(sock)
+        for sock in connections:
+            got, seconds = _until_closed(sock)
+            assert seconds < 25, "the connection was still open"
+            assert got == b"" or got.startswith(b"HTTP/1.1 408"), got[:200]
+    finally:
+        for sock in connections:
+            sock.close()
+    assert httpx.get(f"{impatient_server.url}/health", timeout=10).status_code == 200  # others are served
+
+
+def test_slow_body_is_cut_with_a_408(impatient_server):
+    import socket
+
+    connections = []
+    try:
+        for _ in range(5):
+            sock = socket.create_connection(("127.0.0.1", impatient_server.port), timeout=5)
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 400\r\n\r\n{\"amount\": 1")
+            connections.append(sock)
+        for sock in connections:
+            got, seconds = _until_closed(sock)
+            assert seconds < 25, "the connection was still open"
+            assert got.startswith(b"HTTP/1.1 408"), got[:300]
+            assert b"did not arrive within 2 s" in got
+    finally:
+        for sock in connections:
+            sock.close()
+    assert httpx.get(f"{impatient_server.url}/health", timeout=10).status_code == 200

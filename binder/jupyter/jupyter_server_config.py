@@ -1,6 +1,6 @@
 # Loaded on Binder through JUPYTER_CONFIG_PATH (set by binder/start): JupyterLab's file browser
 # starts in the learner's workspace, where binder/start put their copies of the labs.
-from mlops_lab import config
+from mlops_lab import config, learner
 
 c = get_config()  # noqa: F821 (provided by Jupyter when it loads this file)
 c.ServerApp.root_dir = str(config.ensure_home())
@@ -11,3 +11,7 @@ c.ServerApp.root_dir = str(config.ensure_home())
 c.MappingKernelManager.cull_idle_timeout = 15 * 60
 c.MappingKernelManager.cull_interval = 60
 c.MappingKernelManager.cull_connected = False
+
+# MLflow's and Dagster's UIs one click away (launcher tiles, through jupyter-server-proxy), and
+# terminals with the course's environment on PATH: the same as `mlops-lab lab` (mlops_lab/jupyter).
+learner.configure_jupyter(c)

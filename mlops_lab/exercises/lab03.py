@@ -4,11 +4,23 @@ and choose the holdout the gate may honestly judge on."""
 from __future__ import annotations
 
 import dis
+import functools
 
 import pandas as pd
 
-from .. import config, registry, training
-from . import NotAttempted, exercise, require_attempt, right, wrong
+from .. import config, data, registry, training
+from . import (
+    NotAttempted,
+    Trial,
+    differential,
+    exercise,
+    get,
+    require_attempt,
+    right,
+    same_rows,
+    verdict,
+    wrong,
+)
 
 
 def is_stub(func) -> bool:
@@ -21,7 +33,8 @@ def is_stub(func) -> bool:
 
 
 def call(func, *args, **kwargs):
-    """Run a learner's function: an empty one is not attempted; one that returns None forgot ``return``."""
+    """Run a learner's function: an empty one is not attempted; one that returns None forgot ``return``.
+    (Lab 04's checks import this one.)"""
     require_attempt(func)
     assert callable(func), f"expected a function, got {type(func).__name__}"
     if is_stub(func):
@@ -55,12 +68,17 @@ def _best_run_id() -> str:
         wrong("the last run listed", lambda: str(_runs().index[-1]), "the challenger is the best run on validation"),
         wrong("the best score instead of its run", lambda: float(_runs()["valid_pr_auc"].max()), "the run id"),
         wrong("the model kind", lambda: "gradient_boosting", "is not the id of a finished run"),
+        wrong("the worst run", lambda: str(_runs()["valid_pr_auc"].idxmin()), "the challenger is the best run"),
+        wrong("the run's name", lambda: str(_runs().loc[_best_run_id(), "run_name"]), "is not the id of a finished run"),
+        wrong("a position", lambda: int(_runs()["valid_pr_auc"].to_numpy().argmax()), "the run id"),
         right("sorted, then the last", lambda: str(_runs().sort_values("valid_pr_auc").index[-1])),
+        right("argmax into the index, with a stray space", lambda: f" {_runs().index[_runs()['valid_pr_auc'].argmax()]}\n"),
     ),
 )
 def _check_best_run(value) -> None:
     require_attempt(value)
     runs = _runs()
+    value = value.strip() if isinstance(value, str) else value
     assert isinstance(value, str), (
         f"expected the run id (a string such as {runs.index[0]!r}), got {type(value).__name__} {value!r}: "
         "idxmax gives the index (the run id) of the largest value, max gives the value itself"
@@ -80,6 +98,65 @@ def _stub_rule(interval_low, mean_difference, margin=0.01):
     ...
 
 
+def _rule_trials():
+    """The stories first (the margin is about the mean gain; an interval reaching below zero is noise),
+    then a grid: lower ends below, at and just above zero; mean gains just under and over the margin
+    (never exactly on it: "at least" and "more than" the margin are both fair readings); margins of 0,
+    0.005, 0.02 and 0.05, by keyword and by position, and numpy floats as the gate passes them."""
+    import numpy as np
+
+    trials = [
+        Trial("should_promote(0.02, 0.05): better by 0.05, the interval above zero", (0.02, 0.05), size=0),
+        Trial("should_promote(0.005, 0.03): the interval starts above zero and the mean gain beats the margin 0.01",
+              (0.005, 0.03), size=0.1),
+        Trial("should_promote(-0.01, 0.02): the interval reaches below zero", (-0.01, 0.02), size=0.2),
+        Trial("should_promote(0.001, 0.004): a real gain smaller than the margin 0.01", (0.001, 0.004), size=0.3),
+        Trial("should_promote(-0.08, -0.05): the challenger is worse", (-0.08, -0.05), size=0.4),
+        Trial("should_promote(0.02, 0.05, margin=0.1)", (0.02, 0.05), {"margin": 0.1}, size=0.5),
+    ]
+    k = 0
+    for margin in (None, 0.0, 0.005, 0.02, 0.05):
+        m = 0.01 if margin is None else margin
+        for low in (-0.03, 0.0, 1e-4):
+            for mean in (m - 0.002, m + 0.002):
+                if low > mean:
+                    continue
+                k += 1
+                args, kwargs = (low, mean), {}
+                shown = f"should_promote({low:g}, {mean:g}"
+                if margin is not None:
+                    if k % 2:
+                        args, shown = (*args, margin), shown + f", {margin:g}"
+                    else:
+                        kwargs, shown = {"margin": margin}, shown + f", margin={margin:g}"
+                if k % 3 == 0:
+                    args = tuple(np.float64(a) for a in args)
+                trials.append(Trial(shown + ")", args, kwargs, size=1 + k / 100))
+    return trials
+
+
+def _explain_rule(got, expected, trial):
+    problem = verdict(got, expected, trial)
+    if problem is None:
+        return None
+    low, mean = trial.args[:2]
+    margin = trial.kwargs.get("margin", trial.args[2] if len(trial.args) > 2 else 0.01)
+    if expected:
+        why = (f"the interval's lower end {low:g} is above zero and the mean gain {mean:g} beats the margin "
+               f"{margin:g}: the margin applies to the mean gain, not to the interval's lower end")
+    elif low <= 0:
+        why = f"the interval's lower end is {low:g}, not above zero: the improvement may be noise"
+    else:
+        why = f"the improvement is real but the mean gain {mean:g} is smaller than the margin {margin:g}"
+        if margin != 0.01 and bool(got) == (mean >= 0.01):
+            why += ": your rule ignores its margin argument"
+    return f"{problem}: {why}"
+
+
+def _stub_rule(interval_low, mean_difference, margin=0.01):
+    ...
+
+
 @exercise(
     "3.2",
     "Write the promotion rule",
@@ -92,37 +169,38 @@ def should_promote(interval_low, mean_difference, margin=0.01):
         "Real: the whole bootstrap interval of the difference is above zero, so its lower end is > 0.",
         "Big enough: the mean difference is at least the margin (the margin is about the mean, not the interval).",
     ),
-    reference=lambda: registry.should_promote,
+    reference="should_promote",
     stub=lambda: _stub_rule,
+    trials=_rule_trials,
     cases=(
         wrong("margin on the interval's lower end", lambda: lambda low, mean, margin=0.01: low > margin and mean >= margin,
               "the margin applies to the mean gain"),
         wrong("only the mean", lambda: lambda low, mean, margin=0.01: mean >= margin, "may be noise"),
-        wrong("only the interval", lambda: lambda low, mean, margin=0.01: low > 0, "smaller than the margin"),
+        wrong("only the interval", lambda: lambda low, mean, margin=0.01: low > 0 and True, "smaller than the margin"),
         wrong("margin hard-coded", lambda: lambda low, mean, margin=0.01: low > 0 and mean >= 0.01,
               "ignores its margin"),
         wrong("forgot return", lambda: _forgot_return, "did you forget `return`"),
+        wrong("a lower end of zero counts as real", lambda: lambda low, mean, margin=0.01: low >= 0 and mean >= margin,
+              "lower end is 0, not above zero"),
+        wrong("the mean minus the margin above zero on the interval",
+              lambda: lambda low, mean, margin=0.01: low - margin > 0 or mean - margin > 0.01, "should_promote("),
+        wrong("a word, not a verdict", lambda: lambda low, mean, margin=0.01: "promote" if low > 0 and mean >= margin
+              else "keep", "return True or False"),
         right("strict mean, negated low", lambda: lambda low, mean, margin=0.01: not low <= 0 and mean - margin > 0),
         right("if/else", lambda: _rule_with_if),
+        right("all() of the conditions, as numpy", lambda: lambda low, mean, margin=0.01: __import__("numpy").all(
+            [low > 0, mean >= margin])),
     ),
 )
 def _check_rule(func) -> None:
-    cases = [
-        ((0.02, 0.05), True, "the challenger is better by 0.05 and the interval [0.02, ...] is above zero"),
-        ((0.005, 0.03), True, "the interval starts above zero (0.005) and the mean gain 0.03 beats the margin "
-                              "0.01: the margin applies to the mean gain, not to the interval's lower end"),
-        ((-0.01, 0.02), False, "the interval reaches below zero (-0.01): the improvement may be noise"),
-        ((0.001, 0.004), False, "the improvement (0.004) is real but smaller than the margin (0.01)"),
-        ((-0.08, -0.05), False, "the challenger is worse"),
-    ]
-    for (low, mean), expected, why in cases:
-        got = call(func, low, mean)
-        assert got in (True, False), f"should_promote({low}, {mean}) returned {got!r}; return True or False"
-        assert bool(got) == expected, f"should_promote({low}, {mean}) returned {got!r}, but {why}"
-    assert not call(func, 0.02, 0.05, margin=0.1), (
-        "should_promote(0.02, 0.05, margin=0.1) returned True: a gain of 0.05 is below that margin, so your rule "
-        "ignores its margin argument"
-    )
+    require_attempt(func)
+    assert callable(func), f"expected a function should_promote(interval_low, mean_difference, margin=0.01), got {func!r}"
+    differential(func, get("3.2").reference(), _rule_trials_cached(), compare=_explain_rule, what="your should_promote")
+
+
+@functools.cache
+def _rule_trials_cached():
+    return tuple(_rule_trials())
 
 
 def _forgot_return(interval_low, mean_difference, margin=0.01):
@@ -161,7 +239,13 @@ champion = mlflow.sklearn.load_model(champion_uri)
         wrong("a run URI", lambda: f"runs:/{_best_run_id()}/model", "one training run"),
         wrong("the loaded model instead of its URI", lambda: registry.load(registry.CHAMPION), "the URI"),
         wrong("another model's name", lambda: "models:/fraud@champion", "not the course's model"),
+        wrong("the latest version", lambda: f"models:/{config.model_name()}/latest", "latest"),
+        wrong("the model without an alias", lambda: f"models:/{config.model_name()}", "which version"),
         right("built from registry.model_uri", lambda: registry.model_uri("champion")),
+        wrong("a trailing space", lambda: f"models:/{config.model_name()}@champion ", "space"),
+        wrong("a trailing newline", lambda: f"models:/{config.model_name()}@champion\n", "space"),
+        wrong("spaces around it", lambda: f"  models:/{config.model_name()}@champion\n", "space"),
+        right("the alias from the registry's constant", lambda: f"models:/{config.model_name()}@{registry.CHAMPION}"),
     ),
 )
 def _check_champion_uri(uri) -> None:
@@ -171,7 +255,10 @@ def _check_champion_uri(uri) -> None:
         f"expected the URI (a string such as 'models:/{name}@...'), got {type(uri).__name__}: write the URI "
         "first, then load it"
     )
-    uri = uri.strip()
+    assert uri == uri.strip(), (
+        f"{uri!r} has white space (a space, a tab or a line break) around it: MLflow reads it as part of the "
+        f"name or alias and would not find the model. Write the URI without it: models:/{name}@champion"
+    )
     assert not uri.startswith("runs:/"), (
         f"{uri} is the model of one training run: it never changes when the gate promotes another. Ask the "
         "registry instead: models:/NAME@ALIAS"
@@ -181,6 +268,11 @@ def _check_champion_uri(uri) -> None:
     model, at, alias = rest.partition("@")
     if not at:
         model, _, version = rest.partition("/")
+        assert version.lower() != "latest", (
+            f"{uri} loads the newest version registered, whether or not the gate promoted it: a challenger "
+            f"registered this morning would serve payments. Follow the alias: models:/{name}@champion"
+        )
+        assert version, f"{uri} does not say which version to load: follow the alias, models:/{name}@champion"
         assert not version.isdigit(), (
             f"{uri} is pinned to version {version}: after the next promotion it would still load version "
             f"{version}. Follow the alias: models:/{name}@champion"
@@ -192,7 +284,14 @@ def _check_champion_uri(uri) -> None:
     )
     mlflow = training.mlflow_client()
     with training._quiet_mlflow():
-        mlflow.sklearn.load_model(uri)  # it must resolve in your registry
+        try:
+            mlflow.sklearn.load_model(uri)  # it must resolve in your registry
+        except mlflow.exceptions.MlflowException as exc:
+            raise AssertionError(
+                f"your URI is right, but your registry has no {name}@champion to load yet ({exc}). Run the "
+                "lab's cells above from the top (they register the runs and set the champion alias), then "
+                "check again"
+            ) from None
 
 
 # --------------------------------------------------------------------------- 3.3
@@ -261,6 +360,141 @@ def _with_query(frame, as_of, days=7):
     return frame.query("@start <= timestamp < @end and label_available_at <= @as_of", local_dict=window)
 
 
+def _shifted_by_a_day(frame, as_of, days=7):
+    as_of = pd.Timestamp(as_of).normalize()  # whole days: drops the decision's time of day
+    end = as_of - pd.Timedelta(days=30)
+    window = frame[(frame["timestamp"] >= end - pd.Timedelta(days=days)) & (frame["timestamp"] < end)]
+    return data.labels_known_at(window, as_of)
+
+
+def _inclusive_end(frame, as_of, days=7):
+    as_of = pd.Timestamp(as_of)
+    end = as_of - pd.Timedelta(days=30)
+    window = frame[(frame["timestamp"] >= end - pd.Timedelta(days=days)) & (frame["timestamp"] <= end)]
+    return data.labels_known_at(window, as_of)
+
+
+def _seven_days_always(frame, as_of, days=7):
+    return registry.gate_holdout(frame, as_of, 7)
+
+
+def _the_course_dates(frame, as_of, days=7):
+    window = frame[(frame["timestamp"] >= "2026-02-09") & (frame["timestamp"] < "2026-02-16")]
+    return data.labels_known_at(window, "2026-03-18")
+
+
+def _drops_in_place(frame, as_of, days=7):
+    as_of = pd.Timestamp(as_of)
+    end = as_of - pd.Timedelta(days=30)
+    keep = ((frame["timestamp"] >= end - pd.Timedelta(days=days)) & (frame["timestamp"] < end)
+            & (frame["label_available_at"] <= as_of))
+    frame.drop(frame.index[~keep], inplace=True)
+    return frame
+
+
+def _between(frame, as_of, days=7):
+    as_of = pd.Timestamp(as_of)
+    end = as_of - pd.Timedelta(days=30)
+    window = frame[frame["timestamp"].between(end - pd.Timedelta(days=days), end, inclusive="left")]
+    return window.loc[window["label_available_at"].le(as_of)].sort_values("timestamp")
+
+
+def _exclusive_start(frame, as_of, days=7):
+    as_of = pd.Timestamp(as_of)
+    end = as_of - pd.Timedelta(days=30)
+    window = frame[(frame["timestamp"] > end - pd.Timedelta(days=days)) & (frame["timestamp"] < end)]
+    return data.labels_known_at(window, as_of)
+
+
+def _label_strictly_before(frame, as_of, days=7):
+    as_of = pd.Timestamp(as_of)
+    end = as_of - pd.Timedelta(days=30)
+    keep = ((frame["timestamp"] >= end - pd.Timedelta(days=days)) & (frame["timestamp"] < end)
+            & (frame["label_available_at"] < as_of))
+    return frame[keep]
+
+
+def _date_offset(frame, as_of, days=7):
+    as_of = pd.Timestamp(as_of)
+    end = as_of - pd.DateOffset(days=30)
+    keep = ((frame["timestamp"] >= end - pd.DateOffset(days=days)) & (frame["timestamp"] < end)
+            & (frame["label_available_at"] <= as_of))
+    return frame.loc[keep]
+
+
+def _holdout_trials():
+    """The planted payments (the story: decision time 2026-03-18, then a week later with days=14), then
+    simulated payments with as_of at midnight and in the afternoon, days from 1 to 14, and payments planted
+    exactly on the window's start and end and labels exactly at as_of and a second later."""
+    import numpy as np
+
+    planted = planted_frame()
+    trials = [Trial(f"the planted payments and as_of = {_AS_OF}", (planted, _AS_OF), size=0),
+              Trial(f"the planted payments, as_of one week later ({_AS_OF + pd.Timedelta(days=7)}) and days=14",
+                    (planted, _AS_OF + pd.Timedelta(days=7)), {"days": 14}, size=0.1)]
+    second = pd.Timedelta(seconds=1)
+    frames = {}
+    for k, (seed, start, as_of_at, days) in enumerate((
+        (61, "2026-01-05", "2026-03-10 00:00", 7), (62, "2026-01-05", "2026-03-10 15:30", 7),
+        (63, "2026-02-02", "2026-04-05 09:00", 1), (64, "2026-02-02", "2026-04-07 00:00", 3),
+        (65, "2026-03-02", "2026-05-04 18:45", 14), (66, "2026-03-02", "2026-04-20 00:00", 10),
+        (67, "2026-01-05", "2026-02-20 12:00", 7), (68, "2026-01-05", "2026-03-06 06:00", 2),
+        (69, "2026-02-02", "2026-03-30 00:00", 5), (70, "2026-03-02", "2026-05-10 23:00", 7),
+        (71, "2026-01-05", "2026-03-01 00:00", 14), (72, "2026-02-02", "2026-04-12 12:00", 4),
+        (73, "2026-03-02", "2026-05-01 00:00", 7), (74, "2026-01-05", "2026-03-15 08:00", 6),
+        (75, "2026-02-02", "2026-04-01 00:00", 7), (76, "2026-03-02", "2026-05-08 16:00", 9),
+        (77, "2026-01-05", "2026-03-12 00:00", 3), (78, "2026-02-02", "2026-04-09 21:00", 12),
+    )):
+        if start not in frames:  # three simulated months, each judged at several decision times
+            frames[start] = data.simulate_transactions(days=60, per_day=12, start=start, seed=60 + len(frames))
+        frame = frames[start]
+        as_of = pd.Timestamp(as_of_at)
+        end = as_of - pd.Timedelta(days=30)
+        begin = end - pd.Timedelta(days=days)
+        rng = np.random.default_rng(seed)
+        edges = frame.iloc[rng.choice(len(frame), 6, replace=False)].copy()
+        edges["transaction_id"] = [f"edge-{seed}-{name}" for name in
+                                   ("at-start", "at-end", "1s-before-end", "1s-before-start", "label-at-as_of",
+                                    "label-1s-late")]
+        edges["timestamp"] = [begin, end, end - second, begin - second, end - pd.Timedelta(hours=1),
+                              begin + pd.Timedelta(hours=1)]
+        edges["label_available_at"] = [as_of - pd.Timedelta(days=1)] * 4 + [as_of, as_of + second]
+        case = pd.concat([frame, edges.astype(frame.dtypes.to_dict())])
+        extra = ""
+        if k % 3 == 1:
+            case, extra = case.sample(frac=1, random_state=seed), ", rows shuffled"
+        elif k % 3 == 2:
+            case, extra = case.assign(note="x"), ", an extra column"
+        case = case.reset_index(drop=True)
+        case.attrs = {}  # the simulator's provenance: pandas deep-copies attrs on every operation
+        shown = f"{len(case)} simulated payments (from {start}{extra}), as_of = {as_of}" + (
+            f" and days={days}" if days != 7 else "")
+        trials.append(Trial(shown, (case, as_of), {} if days == 7 and k % 2 else {"days": days}, size=1 + k / 100))
+    return trials
+
+
+def _explain_holdout(row, kept, trial) -> str:
+    key = row["transaction_id"]
+    as_of = pd.Timestamp(trial.args[1])
+    days = trial.kwargs.get("days", 7)
+    if key in _PLANTED and as_of == _AS_OF and days == 7:
+        return f"at decision time {as_of.date()}: {_PLANTED[key][4]}"
+    end = as_of - pd.Timedelta(days=30)
+    start = end - pd.Timedelta(days=days)
+    paid, arrived = pd.Timestamp(row["timestamp"]), pd.Timestamp(row["label_available_at"])
+    window = f"the window is {start} <= timestamp < {end} (end = as_of - 30 days, start = end - {days} days)"
+    if not start <= paid < end:
+        where = ("exactly at the window's end, which is excluded" if paid == end else
+                 "exactly at the window's start, which is included" if paid == start else
+                 "before the window" if paid < start else "after the window")
+        return f"it was paid at {paid}, {where}: {window}"
+    if arrived > as_of:
+        return f"its label arrived at {arrived}, after as_of = {as_of}: nobody knew it at decision time"
+    inside = "exactly at the window's start, which is included" if paid == start else "inside the window"
+    return (f"it was paid at {paid}, {inside}, and its label arrived at {arrived}, by as_of"
+            + (" (exactly at as_of counts)" if arrived == as_of else "") + f": it belongs in the holdout; {window}")
+
+
 @exercise(
     "3.3",
     "The gate's holdout",
@@ -278,38 +512,41 @@ def gate_holdout(frame, as_of, days=7):
         "Take the payments with start <= timestamp < end, where end = as_of - 30 days and start = end - days.",
         "Then keep only the rows whose label had arrived by `as_of`: `lab.data.labels_known_at(window, as_of)`.",
     ),
-    reference=lambda: registry.gate_holdout,
+    reference="gate_holdout",
     stub=lambda: _stub_holdout,
+    trials=_holdout_trials,
     cases=(
-        wrong("every labelled payment", lambda: _whole_known, "older than the 7 days"),
+        wrong("every labelled payment", lambda: _whole_known, "yours keeps the row 'recent-fast-fraud'"),
         wrong("the last 7 days before the decision", lambda: _last_days_known, "nearly all fraud"),
         wrong("the right week, every label", lambda: _window_unfiltered, "1 second after the decision time"),
         wrong("filters on payment time, not label time", lambda: _window_filtered_by_payment_time,
               "1 second after the decision time"),
         wrong("forgot return", lambda: _forgot_return_holdout, "did you forget `return`"),
+        wrong("whole days only", lambda: _shifted_by_a_day, "15:30:00"),
+        wrong("the window's end included", lambda: _inclusive_end, "exactly at the window's end, which is excluded"),
+        wrong("ignores days", lambda: _seven_days_always, "days=14"),
+        wrong("the course's dates, hard-coded", lambda: _the_course_dates, "one week later"),
+        wrong("drops rows in place", lambda: _drops_in_place, "changed its input"),
+        wrong("the window's start excluded (blind attack)", lambda: _exclusive_start,
+              "exactly at the window's start, which is included"),
+        wrong("a label exactly at as_of left out (blind attack)", lambda: _label_strictly_before,
+              "exactly at as_of counts"),
         right("with DataFrame.query", lambda: _with_query),
+        right("pd.DateOffset and one mask (blind attack)", lambda: _date_offset),
+        right("Series.between, sorted", lambda: _between),
+        right("the course's own", lambda: registry.gate_holdout),
     ),
 )
 def _check_gate_holdout(func) -> None:
-    frame = planted_frame()
-    got = call(func, frame.copy(), _AS_OF)
-    assert isinstance(got, pd.DataFrame), f"gate_holdout returned {type(got).__name__}; return the rows (a DataFrame)"
-    assert "transaction_id" in got, "the rows lost their columns: return rows of `frame`, all columns kept"
-    kept = set(got["transaction_id"])
-    for key, (_, _, _, belongs, why) in _PLANTED.items():
-        if not belongs and key in kept:
-            raise AssertionError(f"at decision time {_AS_OF.date()} your holdout includes {key!r}: {why}.")
-    for key, (_, _, _, belongs, why) in _PLANTED.items():
-        if belongs and key not in kept:
-            raise AssertionError(f"at decision time {_AS_OF.date()} your holdout leaves out {key!r}: {why}. "
-                                 "It belongs in the gate's holdout.")
-    assert len(got) == len(kept), "some payments appear twice in your holdout"
-    other = call(func, frame.copy(), _AS_OF + pd.Timedelta(days=7), days=14)
-    assert set(other["transaction_id"]) == {"in-window-genuine", "in-window-fraud", "in-window-last-hour",
-                                            "chargeback-1s-late"}, (
-        "with as_of one week later and days=14, the holdout should roll forward: the window is Feb 9-22 "
-        "and the late chargeback has arrived by then. Use `as_of` and `days`, not fixed dates."
-    )
+    require_attempt(func)
+    assert callable(func), f"expected a function gate_holdout(frame, as_of, days=7), got {type(func).__name__}"
+    differential(func, get("3.3").reference(), _holdout_trials_cached(),
+                 compare=same_rows("transaction_id", _explain_holdout), what="your gate_holdout")
+
+
+@functools.cache
+def _holdout_trials_cached():
+    return tuple(_holdout_trials())
 
 
 def _forgot_return_holdout(frame, as_of, days=7):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import tempfile
 import time
@@ -16,9 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..serving import client as serving_client
-from . import exercise, require_attempt, right, wrong
-from .lab03 import call
+from . import Trial, differential, exercise, get, require_attempt, right, wrong
 
 # --------------------------------------------------------------------------- 4.1
 
@@ -37,29 +36,48 @@ from .lab03 import call
         wrong("the rule", lambda: "greater_than_equal", "is the rule"),
         wrong("the whole error", lambda: {"field": "amount", "rule": "greater_than_equal"}, "the name of the field"),
         wrong("the second error's field", lambda: "coupon", "the first error"),
+        wrong("the status code", lambda: 422, "the name of the field"),
+        wrong("the rejected value", lambda: "-12.0", "is the value the caller sent"),
+        wrong("the detail sentence", lambda: "the request does not match the CardGuard data contract",
+              "is the `detail`"),
+        wrong("the field as a one-element list", lambda: ["amount"], "not a name"),
+        wrong("capitalised", lambda: "Amount", "case-sensitive"),
+        wrong("padded with spaces", lambda: " amount ", "spaces"),
+        right("a numpy string", lambda: np.str_("amount")),
     ),
 )
 def _check_rejected_field(value) -> None:
     require_attempt(value)
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        raise AssertionError(f"{value!r} is a list, not a name: the error's `field` is a string; "
+                             "take the first error's `field` itself")
     assert isinstance(value, str), (
         f"expected the name of the field (a string), got {type(value).__name__}: look inside response.json()['errors']"
     )
     assert value != "greater_than_equal", "that is the rule the value broke; the error's `field` says which field"
     assert value != "coupon", "coupon was rejected too, but it is the second error: take the first error's field"
+    assert value not in ("-12.0", "-12"), f"{value!r} is the value the caller sent (`input`); the `field` says where"
+    assert "contract" not in value, "that is the `detail`, a sentence for people; the first error's `field` is a name"
+    if value.strip().lower() == "amount" and value != "amount":
+        raise AssertionError(
+            f"{value!r} is not the field's name as the server wrote it: "
+            + ("it has spaces around it" if value.strip() != value else "JSON field names are case-sensitive")
+            + ". Take the first error's `field` as it is, without retyping it")
     assert value == "amount", f"{value!r} is not the field the server rejected; read the `field` of the first error"
 
 
 # --------------------------------------------------------------------------- 4.2
 
 NEW_CUSTOMER = {"amount": 89.9, "merchant_category": "online_retail", "channel": "online", "hour": 21,
-                "customer_age_days": 12, "avg_amount_30d": None, "tx_count_24h": 1,
+                "customer_age_days": 12, "avg_amount_30d": None, "tx_count_24h": 0,
                 "distance_from_home_km": None, "country_mismatch": False, "new_device": True}
 # what the story says about each field, for the message when a value is off
 _STORY = {
     "amount": "pays EUR 89.90", "merchant_category": "at an online shop (online_retail)", "channel": "pays online (channel='online')",
     "hour": "at 21:00 (hour=21)", "customer_age_days": "opened the account 12 days ago",
     "avg_amount_30d": "has no 30-day average yet: the value is unknown, so None",
-    "tx_count_24h": "this is their first payment today: counting it, tx_count_24h=1",
+    "tx_count_24h": ("made no other payment in the previous 24 hours: the contract counts the payments *before* "
+                     "this one (`lab.data.describe_contract()`), so tx_count_24h=0"),
     "distance_from_home_km": "there is no geolocation: the distance is unknown, so None",
     "country_mismatch": "the card and the shop are in the same country (False)", "new_device": "from a new device",
 }
@@ -74,12 +92,14 @@ def _reference_new_customer() -> dict:
     "A payment from a brand-new customer",
     solution='''
 new_customer = {"amount": 89.9, "merchant_category": "online_retail", "channel": "online", "hour": 21,
-                "customer_age_days": 12, "avg_amount_30d": None, "tx_count_24h": 1,
+                "customer_age_days": 12, "avg_amount_30d": None, "tx_count_24h": 0,
                 "distance_from_home_km": None, "country_mismatch": False, "new_device": True}
 ''',
     hints=(
-        "The contract says which columns may be empty: `lab.data.describe_contract()`, column `nullable`.",
+        "The contract says which columns may be empty and what each one counts: `lab.data.describe_contract()`, "
+        "columns `nullable` and `description`.",
         "JSON has no NaN. An unknown value is sent as null, which is None in Python (or left out, if nullable).",
+        "tx_count_24h counts the payments in the previous 24 hours, not this one.",
     ),
     reference=_reference_new_customer,
     cases=(
@@ -89,10 +109,17 @@ new_customer = {"amount": 89.9, "merchant_category": "online_retail", "channel":
         wrong("the account age in months", lambda: {**NEW_CUSTOMER, "customer_age_days": 0}, "12 days ago"),
         wrong("paid by chip", lambda: {**NEW_CUSTOMER, "channel": "chip"}, "channel"),
         wrong("hour as text", lambda: {**NEW_CUSTOMER, "hour": "21"}, "the server would reject it"),
+        wrong("this payment counted in tx_count_24h", lambda: {**NEW_CUSTOMER, "tx_count_24h": 1}, "previous 24 hours"),
+        wrong("the amount in cents", lambda: {**NEW_CUSTOMER, "amount": 8990}, "EUR 89.90"),
+        wrong("a country mismatch", lambda: {**NEW_CUSTOMER, "country_mismatch": True}, "same country"),
+        wrong("unknown distance sent as 0 km", lambda: {**NEW_CUSTOMER, "distance_from_home_km": 0.0}, "unknown"),
+        wrong("the body as a JSON string", lambda: __import__("json").dumps(NEW_CUSTOMER), "as a dict"),
         right("nullable fields left out",
               lambda: {k: v for k, v in NEW_CUSTOMER.items() if k not in ("avg_amount_30d", "distance_from_home_km")}),
         right("amount written 89.90 and keys in another order", lambda: dict(reversed({**NEW_CUSTOMER,
                                                                                          "amount": 89.90}.items()))),
+        right("whole numbers written as floats", lambda: {**NEW_CUSTOMER, "customer_age_days": 12.0, "hour": 21.0,
+                                                          "tx_count_24h": 0.0}),
     ),
 )
 def _check_new_customer(value) -> None:
@@ -101,7 +128,8 @@ def _check_new_customer(value) -> None:
     from ..serving.schemas import Transaction
 
     require_attempt(value)
-    assert isinstance(value, dict), f"expected the request body as a dict, got {type(value).__name__}"
+    assert isinstance(value, dict), (
+        f"expected the request body as a dict (json= turns it into JSON for you), got {type(value).__name__}")
     for key, got in value.items():
         assert not (isinstance(got, float) and math.isnan(got)), (
             f"{key} is NaN, which JSON cannot carry (the server would reject it): send None, which becomes null"
@@ -113,16 +141,14 @@ def _check_new_customer(value) -> None:
         raise AssertionError(f"the server would reject it: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     for key, expected in NEW_CUSTOMER.items():
         got = value.get(key)  # a nullable field left out is null: the server reads it so
-        same = got is None if expected is None else (
-            got is not None and (math.isclose(got, expected) if isinstance(expected, float) else got == expected))
+        if expected is None or isinstance(expected, str | bool):
+            same = got is expected if expected is None or isinstance(expected, bool) else got == expected
+        else:  # a number: 89.9 or 89.90, 12 or 12.0
+            same = isinstance(got, int | float) and not isinstance(got, bool) and math.isclose(got, expected)
         assert same, f"{key}={got!r} does not match the story: the customer {_STORY[key]}"
 
 
 # --------------------------------------------------------------------------- 4.5
-
-
-def _reference_p99(buckets):
-    return serving_client.quantile_from_buckets(buckets, 0.99)
 
 
 def _stub_p99(buckets):
@@ -140,6 +166,112 @@ def _p99_strict(buckets):
     return next(bound for bound, count in sorted(buckets.items()) if count > 0.99 * total)
 
 
+def _p995(buckets):
+    total = max(buckets.values())
+    return next(bound for bound, count in sorted(buckets.items()) if count >= 0.995 * total)
+
+
+def _p99_dict_order(buckets):
+    total = max(buckets.values())
+    return next(bound for bound, count in buckets.items() if count >= 0.99 * total)
+
+
+def _p99_pops_inf(buckets):
+    total = buckets.pop(math.inf)
+    return next((bound for bound, count in sorted(buckets.items()) if count >= 0.99 * total), math.inf)
+
+
+def _p99_without_inf(buckets):
+    finite = sorted(b for b in buckets if math.isfinite(b))
+    total = max(buckets.values())
+    return next((b for b in finite if buckets[b] >= 0.99 * total), finite[-1])
+
+
+# Ways a learner may write "at least 99%": trials where any two of them disagree in floating point are left out,
+# so that no right answer is failed by the last bit of a product.
+_AT_LEAST_99 = (lambda c, t: c >= 0.99 * t, lambda c, t: c / t >= 0.99, lambda c, t: c * 100 >= 99 * t,
+                lambda c, t: 1 - c / t <= 0.01, lambda c, t: (t - c) / t <= 0.01, lambda c, t: c / t * 100 >= 99,
+                lambda c, t: t - c <= 0.01 * t, lambda c, t: c >= t * 99 / 100)
+
+_PROMETHEUS_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+
+def _unambiguous(buckets: dict) -> bool:
+    total = max(buckets.values())
+    return all(len({rule(c, total) for rule in _AT_LEAST_99}) == 1 for c in buckets.values())
+
+
+def _histogram_label(buckets: dict) -> str:
+    shown = ", ".join(f"{'inf' if b == math.inf else repr(b)}: {c:g}" for b, c in buckets.items())
+    return "{" + shown + "}"
+
+
+@functools.cache
+def _p99_trials() -> tuple[Trial, ...]:
+    """Histograms the learner's p99 runs on: the story's ones, the boundaries (exactly 99%, the 99.5th
+    percentile, the answer in +Inf, every request in the first bucket), keys not in order, float counts
+    as Prometheus prints them, and latency samples of several shapes on several bucket layouts."""
+    inf = math.inf
+    planted = [
+        ({0.005: 90, 0.01: 99, 0.025: 100, inf: 100}, "the story's histogram"),
+        ({0.005: 50, 0.01: 98, 0.025: 98.5, inf: 100}, "only the +Inf bucket holds 99%"),
+        ({0.001: 1000, 0.005: 1000, inf: 1000}, "every request in the first bucket"),
+        ({0.001: 10, 0.005: 990, 0.01: 1000, inf: 1000}, "exactly 99% at 0.005"),
+        ({0.005: 980, 0.01: 990, 0.025: 995, 0.05: 1000, inf: 1000}, "99% at 0.01, 99.5% at 0.025"),
+        ({inf: 200, 0.05: 199, 0.01: 150, 0.005: 20}, "keys in reverse order"),
+        ({0.025: 97.0, inf: 100.0, 0.005: 12.0, 0.01: 40.0, 0.1: 99.0}, "keys shuffled, counts as floats"),
+        ({0.1: 0, 0.2: 0, 0.30000000000000004: 99, inf: 100}, "float bounds such as 0.1 + 0.2"),
+        ({0.01: 989, 0.02: 999, inf: 1000}, "98.9% at 0.01"),
+        ({0.25: 4950, 0.5: 4990, 1.0: 5000, inf: 5000}, "exactly 99% at 0.25 of 5,000"),
+        ({0.005: 0, 0.01: 0, inf: 7}, "seven slow requests, all in +Inf"),
+        ({0.005: 100, 0.01: 148, 0.025: 149, inf: 150}, "99% of 150 is 148.5 requests, not a whole number"),
+        ({0.01: 247, 0.05: 248, inf: 250}, "99% of 250 is 247.5 requests"),
+    ]
+    out = [Trial(f"buckets = {_histogram_label(b)} ({why})", (b,), size=len(b) + i / 100)
+           for i, (b, why) in enumerate(planted)]
+    layouts = (_PROMETHEUS_BOUNDS, (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1), (0.01, 0.1, 1.0))
+    shapes = (("fast", 0.004, 0.4), ("slow tail", 0.006, 1.2), ("slow", 0.04, 0.6))
+    rng = np.random.default_rng(4)
+    for seed in range(14):
+        bounds = layouts[seed % len(layouts)]
+        name, median, spread = shapes[seed % len(shapes)]
+        n = int(rng.choice([100, 200, 400, 1000, 2000]))
+        latencies = rng.lognormal(math.log(median), spread, n)
+        buckets = {b: int((latencies <= b).sum()) for b in bounds}
+        buckets[inf] = n
+        items = list(buckets.items())
+        if seed % 2:
+            rng.shuffle(items)  # dict order is not bound order
+        buckets = {b: float(c) if seed % 3 == 0 else c for b, c in items}
+        if _unambiguous(buckets):
+            out.append(Trial(f"buckets = {_histogram_label(buckets)} ({n:,} '{name}' requests, seed {seed})",
+                             (buckets,), size=len(buckets) + 1 + seed / 100))
+    return tuple(out)
+
+
+def _compare_p99(got, expected, trial: Trial) -> str | None:
+    buckets = trial.args[0]
+    total = max(buckets.values())
+    if isinstance(got, bool) or not isinstance(got, int | float | np.integer | np.floating):
+        return f"your p99 returned {got!r}; return a bucket bound (a key of the dict), such as {expected!r}"
+    if got == expected:
+        return None
+    share = f"{100 * buckets[got] / total:.1f}%" if got in buckets else "it is not a bound of these buckets"
+    if got not in buckets:
+        return (f"your p99 returned {got!r}, which is not a bucket bound ({share}): a histogram only knows its "
+                f"bounds, so return one of them; expected {expected!r}")
+    order = "" if list(buckets) == sorted(buckets) else " (in the order of the bounds: this dict's keys are not)"
+    if got > expected:
+        return (f"your p99 returned {got!r} ({share} of requests at most), but already {expected!r} holds "
+                f"{100 * buckets[expected] / total:.1f}% (the counts are cumulative): at least 99% is enough, return "
+                f"the smallest bound that reaches it{order}")
+    if expected == math.inf:
+        return (f"your p99 returned {got!r}, under which only {share} of requests fall: no finite bound holds 99% "
+                "here, so the answer is the +Inf bound (the p99 is only known to be above the largest finite bound)")
+    return (f"your p99 returned {got!r}, under which only {share} of requests fall (the buckets are cumulative); "
+            f"the smallest bound with at least 99% is {expected!r} ({100 * buckets[expected] / total:.1f}%){order}")
+
+
 @exercise(
     "4.5",
     "The p99 from a latency histogram",
@@ -153,34 +285,40 @@ def p99(buckets):
     hints=(
         "Prometheus buckets are cumulative: `buckets[0.01]` counts requests that took at most 0.01 s.",
         "The total is the count of the largest bucket (`+Inf`).",
-        "Walk the bounds from small to large; return the first whose count reaches 99% of the total.",
+        "Walk the bounds from small to large (`sorted(buckets.items())`: a dict's order is not the bounds' "
+        "order); return the first whose count reaches 99% of the total.",
     ),
-    reference=lambda: _reference_p99,
+    reference="p99",
     stub=lambda: _stub_p99,
+    trials=_p99_trials,
     cases=(
-        wrong("the middle bucket", lambda: lambda buckets: sorted(buckets)[len(buckets) // 2], "expected 0.01 because"),
+        wrong("the middle bucket", lambda: lambda buckets: sorted(buckets)[len(buckets) // 2], "the smallest bound"),
         wrong("buckets read as counts per bucket", lambda: lambda b: next(
             k for k, v in sorted(b.items()) if sum(c for kk, c in b.items() if kk <= k) >= 0.99 * sum(b.values())),
             "cumulative"),
-        wrong("strictly more than 99%", lambda: _p99_strict, "at least 99%"),
-        wrong("interpolated between bounds", lambda: _p99_interpolated, "expected inf because"),
+        wrong("strictly more than 99%", lambda: _p99_strict, "at least 99% is enough"),
+        wrong("interpolated between bounds", lambda: _p99_interpolated, "not a bucket bound"),
+        wrong("the 99.5th percentile", lambda: _p995, "at least 99% is enough"),
+        wrong("dict order taken as bound order", lambda: _p99_dict_order, "this dict's keys are not"),
+        wrong("pops +Inf off the caller's dict", lambda: _p99_pops_inf, "changed its input"),
+        wrong("never returns +Inf", lambda: _p99_without_inf, "the answer is the +Inf bound"),
+        wrong("hard-coded from the printed histogram", lambda: lambda buckets: 0.01, "not a bucket bound"),
+        wrong("99% rounded to whole requests", lambda: lambda buckets: min(
+            b for b, c in buckets.items() if c >= round(0.99 * max(buckets.values()))), "at least 99%"),
+        wrong("99% rounded down", lambda: lambda buckets: min(
+            b for b, c in buckets.items() if c >= math.floor(0.99 * max(buckets.values()))), "at least 99%"),
         right("numpy searchsorted", lambda: lambda b: sorted(b)[int(np.searchsorted(
             np.array([b[k] for k in sorted(b)]), 0.99 * max(b.values())))]),
+        right("total from the +Inf key, share as a ratio", lambda: lambda buckets: min(
+            bound for bound, count in buckets.items() if count / buckets[math.inf] >= 0.99)),
+        right("a pandas Series", lambda: lambda buckets: (lambda s: s[s >= 0.99 * s.max()].index[0])(
+            __import__("pandas").Series(buckets).sort_index())),
     ),
 )
 def _check_p99(func) -> None:
-    cases = [
-        ({0.005: 90, 0.01: 99, 0.025: 100, math.inf: 100}, 0.01,
-         "99 of 100 requests took at most 0.01 s (the buckets are cumulative: at least 99% fit under it)"),
-        ({0.005: 50, 0.01: 98, 0.025: 98.5, math.inf: 100}, math.inf, "only 98.5% fit under 0.025 s"),
-        ({0.001: 1000, 0.005: 1000, math.inf: 1000}, 0.001, "every request took at most 0.001 s"),
-        ({0.001: 10, 0.005: 990, 0.01: 1000, math.inf: 1000}, 0.005,
-         "990 of 1000 (exactly 99%) took at most 0.005 s: at least 99% is enough"),
-    ]
-    for buckets, expected, why in cases:
-        got = call(func, dict(buckets))
-        assert got in buckets, f"p99({buckets}) returned {got!r}; return a bucket bound (a key of the dict)"
-        assert got == expected, f"p99({buckets}) returned {got!r}, expected {expected} because {why}"
+    require_attempt(func)
+    assert callable(func), f"expected a function p99(buckets), got {type(func).__name__}"
+    differential(func, get("4.5").reference(), _p99_trials(), compare=_compare_p99, what="your p99")
 
 
 # --------------------------------------------------------------------------- apps for 4.3 and 4.4
@@ -206,27 +344,51 @@ class _MissingAsZero:
         return self.model.scores([{k: 0 if v is None else v for k, v in r.items()} for r in records])
 
 
-BUGS = {"amount in cents": _AmountInCents, "missing as zero": _MissingAsZero}
+class _Inverted:
+    """A planted bug of 4.3: a refactor that took the wrong column of predict_proba (1 - score)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def scores(self, records):
+        return 1 - np.asarray(self.model.scores(records))
 
 
-@lru_cache(maxsize=2)
-def _champion(version: str):
-    from ..serving.model import load_from_registry
+BUGS = {"amount in cents": _AmountInCents, "missing as zero": _MissingAsZero, "score inverted": _Inverted}
+# what each buggy app does, in a learner's words
+_BUG_STORY = {
+    "amount in cents": "it sends the amount in cents to the model, so every score is wrong",
+    "score inverted": "it answers 1 - score, the other column of predict_proba, and every answer is still between 0 "
+                      "and 1",
+    "missing as zero": "it fills unknown values with 0 where training imputed the median",
+}
 
-    return load_from_registry()
+
+@lru_cache(maxsize=4)
+def _version(version: str):
+    from ..serving.model import load_version
+
+    return load_version(version)
 
 
 def champion_model():
     """The champion as the server loads it (cached per champion version)."""
     from .. import registry
 
-    return _champion(registry.alias_version(registry.CHAMPION))
+    return _version(str(registry.alias_version(registry.CHAMPION)))
+
+
+def _served_model(bug: str | None = None, version: str | None = None):
+    model = champion_model() if version is None else _version(version)
+    if bug is not None:
+        model = dataclasses.replace(model, scorer=BUGS[bug](dataclasses.replace(model)))
+    return model
 
 
 @contextlib.contextmanager
-def test_client(bug: str | None = None):
-    """A ready ``TestClient`` on the CardGuard app serving the champion, with planted ``bug`` if
-    given (see BUGS). Predictions are logged to a temporary folder, not the workspace."""
+def test_client(bug: str | None = None, version: str | None = None):
+    """A ready ``TestClient`` on the CardGuard app serving the champion (or registered ``version``),
+    with planted ``bug`` if given (see BUGS). Predictions are logged to a temporary folder, not the workspace."""
     import warnings
 
     from ..serving.app import create_app
@@ -235,9 +397,7 @@ def test_client(bug: str | None = None):
         warnings.filterwarnings("ignore", message=".*httpx.*")  # starlette's note about httpx2, not the learner's
         from fastapi.testclient import TestClient
 
-    model = champion_model()
-    if bug is not None:
-        model = dataclasses.replace(model, scorer=BUGS[bug](dataclasses.replace(model)))
+    model = _served_model(bug, version)
     with tempfile.TemporaryDirectory(prefix="mlops-lab-check-") as tmp:
         app = create_app(load_model=lambda: model, prediction_log=f"{tmp}/predictions.jsonl")
         with TestClient(app) as client:
@@ -254,23 +414,11 @@ test_client.__test__ = False  # a helper for checks and notebooks, not a pytest 
 # --------------------------------------------------------------------------- 4.3
 
 
-def payments(n: int = 20):
-    """A few payments of the week after the course data, with some unknown values."""
+def payments(n: int = 30):
+    """A few payments of the week after the course data, with some unknown values (3 of the first 30)."""
     from .. import data
 
     return data.simulate_transactions(n, start="2026-02-16", seed=44)
-
-
-def _reference_test(client, model):
-    from .. import training
-    from ..serving import to_payload
-
-    frame = payments()
-    expected = training.predict_scores(model, frame)
-    for body, score in zip(to_payload(frame), expected, strict=True):
-        response = client.post("/predict", json=body)
-        assert response.status_code == 200, response.text
-        assert abs(response.json()["score"] - score) < 1e-6, (body, response.json()["score"], score)
 
 
 def _stub_test(client, model):
@@ -306,24 +454,121 @@ def _test_everything_flagged(client, model):
         assert client.post("/predict", json=body).json()["decision"] == "flag"
 
 
+def _test_own_champion(client, model):
+    """Ignores the ``model`` it is given and loads the champion itself."""
+    from .. import registry, training
+    from ..serving import to_payload
+
+    frame = payments()
+    expected = training.predict_scores(registry.load("champion"), frame)
+    for body, score in zip(to_payload(frame), expected, strict=True):
+        assert abs(client.post("/predict", json=body).json()["score"] - score) < 1e-6
+
+
+def _test_scores_written_down(client, model):
+    """The champion's scores on three payments, copied from a run and pasted in."""
+    from .. import training
+    from ..serving import to_payload
+
+    frame = payments(3)
+    written = [round(float(s), 8) for s in training.predict_scores(champion_model().pipeline, frame)]
+    for body, score in zip(to_payload(frame), written, strict=True):
+        assert abs(client.post("/predict", json=body).json()["score"] - score) < 1e-6
+
+
+def _test_keys_only(client, model):
+    from ..serving import to_payload
+
+    answer = client.post("/predict", json=to_payload(payments(1))[0]).json()
+    assert {"score", "decision", "threshold", "model_version"} <= answer.keys()
+
+
+def _test_returns_a_verdict(client, model):
+    from .. import training
+    from ..serving import to_payload
+
+    frame = payments(5)
+    expected = training.predict_scores(model, frame)
+    return all(abs(client.post("/predict", json=body).json()["score"] - score) < 1e-6
+               for body, score in zip(to_payload(frame), expected, strict=True))
+
+
+def _test_decisions_match_the_model(client, model):
+    from .. import data, training
+    from ..serving import to_payload
+
+    frame = data.simulate_transactions(20, start="2026-02-16", seed=2)
+    for body, score in zip(to_payload(frame), training.predict_scores(model, frame), strict=True):
+        answer = client.post("/predict", json=body).json()
+        assert answer["decision"] == ("flag" if score >= answer["threshold"] else "approve")
+
+
+def _test_no_unknowns(client, model):
+    from .. import training
+    from ..serving import to_payload
+
+    frame = payments(60)
+    frame = frame[frame.avg_amount_30d.notna() & frame.distance_from_home_km.notna()].head(10)
+    for body, score in zip(to_payload(frame), training.predict_scores(model, frame), strict=True):
+        assert abs(client.post("/predict", json=body).json()["score"] - score) < 1e-6
+
+
 def _test_with_pytest_approx(client, model):
     import pytest
 
     from .. import training
     from ..serving import to_payload
 
-    frame = payments(10)
+    frame = payments()
     served = [client.post("/predict", json=body).json()["score"] for body in to_payload(frame)]
     assert served == pytest.approx(training.predict_scores(model, frame), abs=1e-6)
 
 
-def _run_learner_test(func, bug: str | None, model):
-    with test_client(bug) as client:
-        try:
-            func(client, model)
-        except AssertionError as exc:
-            return "failed", str(exc)[:200]
+def _test_batch_endpoint(client, model):
+    from .. import data, training
+    from ..serving import to_payload
+
+    frame = data.simulate_transactions(30, start="2026-03-02", seed=7)
+    response = client.post("/predict/batch", json={"transactions": to_payload(frame)})
+    assert response.status_code == 200
+    served = np.array([p["score"] for p in response.json()["predictions"]])
+    np.testing.assert_allclose(served, training.predict_scores(model, frame), atol=1e-6)
+
+
+def _test_one_new_customer(client, model):
+    import pandas as pd
+
+    from .. import training
+
+    body = {**NEW_CUSTOMER}  # its 30-day average and distance are unknown
+    frame = pd.DataFrame([body]).astype({"avg_amount_30d": "float64", "distance_from_home_km": "float64"})
+    assert math.isclose(client.post("/predict", json=body).json()["score"],
+                        float(training.predict_scores(model, frame)[0]), abs_tol=1e-9)
+
+
+def _run_learner_test(func, client, model) -> tuple[str, str]:
+    try:
+        returned = func(client, model)
+    except AssertionError as exc:
+        return "failed", str(exc)[:200]
+    except Exception as exc:  # noqa: BLE001 - the learner's test may raise anything
+        return "failed", f"{type(exc).__name__}: {str(exc)[:200]}"
+    if isinstance(returned, bool | np.bool_):  # a verdict handed back is a verdict nobody reads
+        raise AssertionError(
+            f"your test returned {str(returned)[:80]} instead of asserting: pytest (and this check) only see an "
+            "assert that fails, never a value a test returns. Write `assert <what must hold>, <message>`")
     return "passed", ""
+
+
+def _previous_version() -> str | None:
+    """A registered version other than the champion: a correct app serving it must pass the learner's test too."""
+    from .. import registry
+
+    champion = str(registry.alias_version(registry.CHAMPION))
+    try:
+        return next(v for v in ("1", "2") if v != champion and _version(v) is not None)
+    except Exception:  # noqa: BLE001 - no other version: the champion's app alone
+        return None
 
 
 @exercise(
@@ -331,7 +576,7 @@ def _run_learner_test(func, bug: str | None, model):
     "A route test that catches a bug",
     solution='''
 def test_served_score_matches_the_model(client, model):
-    payments = lab.data.simulate_transactions(20, start="2026-02-16", seed=44)
+    payments = lab.data.simulate_transactions(30, start="2026-02-16", seed=44)   # 3 with unknown values
     expected = lab.training.predict_scores(model, payments)
     for body, score in zip(lab.serving.to_payload(payments), expected):
         response = client.post("/predict", json=body)
@@ -344,16 +589,28 @@ def test_served_score_matches_the_model(client, model):
         "The served score must be the model's own score for the same payment: compute it offline with "
         "`lab.training.predict_scores(model, payments)` and compare.",
         "Floats from two code paths differ in the last digits: compare with a tolerance, `abs(a - b) < 1e-6`.",
+        "Use the `model` your test is given: the check also runs it on a correct app serving another version.",
     ),
-    reference=lambda: _reference_test,
+    reference=lambda: _solved_route_test(),
     stub=lambda: _stub_test,
+    judged_on="the champion's app and a correct app serving another version (it must pass both), and apps with "
+              "planted bugs, amounts in cents, an inverted score and unknown values filled with 0 (it must fail all three)",
     cases=(
-        wrong("status code only", lambda: _test_status_only, "passes against the buggy app"),
-        wrong("score is a probability", lambda: _test_score_is_a_probability, "passes against the buggy app"),
+        wrong("status code only", lambda: _test_status_only, "passes against a buggy app"),
+        wrong("score is a probability", lambda: _test_score_is_a_probability, "passes against a buggy app"),
         wrong("decision agrees with score and threshold", lambda: _test_decision_consistent,
-              "passes against the buggy app"),
+              "passes against a buggy app"),
         wrong("expects every payment flagged", lambda: _test_everything_flagged, "fails against the correct app"),
+        wrong("loads the champion itself", lambda: _test_own_champion, "the `model` it is given"),
+        wrong("scores written down", lambda: _test_scores_written_down, "the `model` it is given"),
+        wrong("the answer's keys only", lambda: _test_keys_only, "passes against a buggy app"),
+        wrong("returns True or False instead of asserting", lambda: _test_returns_a_verdict, "instead of asserting"),
         right("pytest.approx", lambda: _test_with_pytest_approx),
+        right("the batch endpoint and numpy's assert_allclose", lambda: _test_batch_endpoint),
+        right("one hand-built payment", lambda: _test_one_new_customer),
+        wrong("the model's decisions, not its scores", lambda: _test_decisions_match_the_model,
+              "passes against a buggy app"),
+        wrong("payments without unknown values only", lambda: _test_no_unknowns, "unknown values (None)"),
     ),
 )
 def _check_route_test(func) -> None:
@@ -364,17 +621,42 @@ def _check_route_test(func) -> None:
 
     if is_stub(func):
         raise NotAttempted
-    model = champion_model().pipeline
-    outcome, why = _run_learner_test(func, None, model)
-    assert outcome == "passed", (
-        f"your test fails against the correct app, so it would block every release: {why or 'assertion failed'}. "
-        "Compare with a tolerance, and only assert what the server promises"
-    )
-    outcome, _ = _run_learner_test(func, "amount in cents", model)
-    assert outcome == "failed", (
-        "your test passes against the buggy app too (it sends the amount in cents to the model, so every score "
-        "is wrong): assert that the served score equals the model's score for the same payment"
-    )
+    champion = champion_model().pipeline
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(test_client())
+        outcome, why = _run_learner_test(func, client, champion)
+        assert outcome == "passed", (
+            f"your test fails against the correct app, so it would block every release: {why or 'assertion failed'}. "
+            "Compare with a tolerance, and only assert what the server promises"
+        )
+        for bug in ("amount in cents", "score inverted", "missing as zero"):
+            outcome, _ = _run_learner_test(func, stack.enter_context(test_client(bug)), champion)
+            assert outcome == "failed", (
+                f"your test passes against a buggy app too ({_BUG_STORY[bug]}): assert that the served score equals "
+                "the model's score for the same payment"
+                + (", on payments that include unknown values (None), with a tight tolerance (this skew can move a "
+                   "score by less than 0.001; two correct code paths agree to 1e-6)"
+                   if bug == "missing as zero" else "")
+            )
+        other = _previous_version()
+        if other is not None:
+            outcome, why = _run_learner_test(func, stack.enter_context(test_client(version=other)),
+                                             _version(other).pipeline)
+            assert outcome == "passed", (
+                f"your test fails against a correct app that serves version {other}, given `model` = version "
+                f"{other}'s pipeline: {why or 'assertion failed'}. A route test must compare with the `model` it is "
+                "given, not with a model it loads itself or scores written down from one run"
+            )
+
+
+def _solved_route_test():
+    """The solution's test, executed with ``lab`` in scope as in the notebook."""
+    import mlops_lab as lab
+
+    from . import solved
+
+    names = solved("4.3", {**globals(), "lab": lab})
+    return names["test_served_score_matches_the_model"]
 
 
 # --------------------------------------------------------------------------- 4.4
@@ -397,12 +679,21 @@ skewed_payment = {**bodies[0], "avg_amount_30d": None}   # any payment with an u
                                                           "distance_from_home_km": 3.0}, "agree on this payment"),
         wrong("a payment the server rejects", lambda: {**NEW_CUSTOMER, "amount": -5.0}, "rejects"),
         wrong("a list of payments", lambda: [NEW_CUSTOMER], "one payment"),
+        wrong("the unknown average sent as 0", lambda: {**NEW_CUSTOMER, "avg_amount_30d": 0.01,
+                                                        "distance_from_home_km": 0.0}, "agree on this payment"),
+        wrong("NaN for the unknown value", lambda: {**NEW_CUSTOMER, "avg_amount_30d": float("nan")}, "JSON cannot carry"),
+        wrong("the body as a JSON string", lambda: __import__("json").dumps(NEW_CUSTOMER), "one payment"),
         right("only the distance unknown", lambda: {**NEW_CUSTOMER, "avg_amount_30d": 61.0}),
+        right("the unknown values left out", lambda: {k: v for k, v in NEW_CUSTOMER.items()
+                                                      if k not in ("avg_amount_30d", "distance_from_home_km")}),
     ),
 )
 def _check_skewed_payment(body) -> None:
     require_attempt(body)
     assert isinstance(body, dict), f"expected one payment (a dict, the request body), got {type(body).__name__}"
+    for key, value in body.items():
+        assert not (isinstance(value, float) and math.isnan(value)), (
+            f"{key} is NaN, which JSON cannot carry (the server would reject it): an unknown value is sent as None")
     from .. import data, training
 
     with test_client("missing as zero") as client:

@@ -7,12 +7,15 @@ answers, event logs) built here: nothing is read from or written to the learner'
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
 import pandas as pd
 
-from . import NotAttempted, _blank, call, exercise, require_attempt, right, wrong
+import mlops_lab as lab  # noqa: F401 - the solution texts run in this module's namespace
+
+from . import NotAttempted, Trial, _blank, call, differential, exercise, require_attempt, right, wrong
 
 # ------------------------------------------------------------------ 8.1 the canary verdict
 
@@ -208,6 +211,35 @@ def _checklist(champion, canary, policy):
     return not failed, [f"failed: {name}" for name in failed]
 
 
+def _strict_latency(champion, canary, policy):
+    promote, reasons = _reference_canary_verdict(champion, canary, policy)
+    if promote and not canary.p99_ms < policy.max_p99_ms:  # `<`: a p99 exactly at the budget refused
+        return False, [f"p99 {canary.p99_ms} ms not under {policy.max_p99_ms} ms"]
+    return promote, reasons
+
+
+def _more_than_minimum(champion, canary, policy):
+    if canary.requests <= policy.canary_min_requests:  # `<=`: exactly the minimum refused
+        return False, ["not enough requests"]
+    return _reference_canary_verdict(champion, canary, policy)
+
+
+def _products_not_ratios(champion, canary, policy):
+    """Right: the same bounds without a division (no NaN or zero to worry about in a ratio)."""
+    failed = []
+    if canary.requests < policy.canary_min_requests:
+        failed.append("too few requests")
+    if not canary.error_rate - champion.error_rate <= policy.max_error_rate_increase:
+        failed.append("error rate")
+    if not canary.p99_ms <= policy.max_p99_ms:
+        failed.append("p99")
+    if not champion.flag_rate <= canary.flag_rate * policy.max_flag_rate_ratio:
+        failed.append("flags too little")
+    if not canary.flag_rate <= champion.flag_rate * policy.max_flag_rate_ratio:
+        failed.append("flags too much")
+    return not failed, failed
+
+
 SOLUTION_8_1 = '''
 def canary_verdict(champion, canary, policy):
     if canary.requests < policy.canary_min_requests:  # no evidence is not good evidence
@@ -237,7 +269,8 @@ def canary_verdict(champion, canary, policy):
         "`not p99 <= budget` refuses an unmeasured latency, `p99 > budget` lets it through.",
         "A flag rate far *below* the champion's is as suspicious as one far above it.",
     ),
-    reference=lambda: _reference_canary_verdict,
+    reference="canary_verdict",
+    trials=lambda: canary_trials(),
     stub=lambda: _blank,
     cases=(
         wrong("error counts instead of rates", lambda: _counts_not_rates, "error *rates*"),
@@ -250,7 +283,10 @@ def canary_verdict(champion, canary, policy):
         wrong("never any worse on errors", lambda: _never_worse, "is noise"),
         wrong("NaN latency lets it through", lambda: _nan_lets_through, "every comparison with NaN"),
         wrong("refuses without saying why", lambda: _silent_refusal, "reasons"),
+        wrong("`<` at the latency budget", lambda: _strict_latency, "a bound is inclusive"),
+        wrong("`>` the minimum of requests", lambda: _more_than_minimum, "exactly `canary_min_requests`"),
         right("a checklist of named checks", lambda: _checklist),
+        right("products instead of ratios, subtraction for errors", lambda: _products_not_ratios),
     ),
 )
 def _check_canary_verdict(func) -> None:
@@ -280,6 +316,7 @@ def _check_canary_verdict(func) -> None:
         assert promote or reasons, (
             f"on {name} your rule rolled back without reasons: the loop writes them into the event log, and "
             "whoever is on call reads them. Return at least one reason, e.g. 'p99 140 ms over the 100 ms budget'.")
+    differential(func, _solution("8.1"), canary_trials(), compare=_compare_verdict, what="your rule")
 
 
 # ------------------------------------------------------------------ 8.2 what the shadow would have done
@@ -339,7 +376,8 @@ def shadow_disagreement(log, candidate_threshold):
         "The candidate decides with *its* threshold: `shadow_score >= candidate_threshold` means flag.",
         "Disagreement = share of the compared rows where the two decisions differ.",
     ),
-    reference=lambda: _reference_shadow_disagreement,
+    reference="shadow_disagreement",
+    trials=lambda: shadow_trials(),
     stub=lambda: _blank,
     cases=(
         wrong("one threshold for both models", lambda: lambda log, t: float(
@@ -363,6 +401,11 @@ def shadow_disagreement(log, candidate_threshold):
         wrong("a column added to the caller's log", lambda: lambda log, t: log.assign(x=0).pipe(lambda f: None)
               or log.__setitem__("would_flag", log["shadow_score"] >= t) or _reference_shadow_disagreement(log, t),
               "work on a copy"),
+        wrong("the story's threshold written in", lambda: lambda log, t: _reference_shadow_disagreement(log, 0.30),
+              "`candidate_threshold=0.35`"),
+        right("dropna on both sides", lambda: lambda log, t: float(
+            ((log["shadow_score"].dropna() >= t) != (log.loc[log["shadow_score"].notna(), "decision"] == "flag"))
+            .mean())),
         right("numpy on the compared rows", lambda: lambda log, t: float(np.mean(
             [(s >= t) != (d == "flag") for s, d in zip(log["shadow_score"], log["decision"], strict=True)
              if not np.isnan(s)]))),
@@ -433,6 +476,7 @@ def _check_shadow_disagreement(func) -> None:
         f"you returned {got:.3f}, expected {expected:.3f} (5 of the 9 payments both models scored). The champion "
         "decided each payment with its own threshold (recorded as `decision`); the candidate decides with "
         f"its own threshold ({SHADOW_THRESHOLD}): `shadow_score >= candidate_threshold` means flag.")
+    differential(func, _solution("8.2"), shadow_trials(), compare=_compare_share)
 
 
 # ------------------------------------------------------------------ 8.3 the rollback drill
@@ -517,16 +561,30 @@ def rollback_done(info, expected_version):
         "A server with no model answers 503 with `{'detail': ...}`: use `info.get(...)` so the check says "
         "False instead of raising.",
     ),
-    reference=lambda: _reference_rollback_done,
+    reference="rollback_done",
+    trials=lambda: drill_trials(),
     stub=lambda: _blank,
     cases=(
         wrong("the version alone", lambda: _version_only, "rollout is still in canary mode"),
         wrong("canary, but not shadow", lambda: _canary_only, "shadow mode"),
         wrong("ignores the data contract", lambda: _no_contract, "contract_hash"),
+        wrong("no `rollout` key taken as off", lambda: lambda info, v: bool(
+            str(info.get("version")) == str(v) and info.get("rollout", {"mode": "off"}).get("mode") == "off"
+            and info.get("contract_hash") == __import__("mlops_lab").data.contract_hash()),
+              "without `rollout` does not confirm a rollback"),
         wrong("indexing that raises on a 503", lambda: _crashes_when_not_ready, "not raise"),
         wrong("an `and` chain that hands back None", lambda: lambda info, v: info.get("rollout") and (
             info.get("version") == str(v) and info["rollout"]["mode"] == "off"
             and info.get("contract_hash") == __import__("mlops_lab").data.contract_hash()), "bool(...)"),
+        wrong("a version found inside another", lambda: lambda info, v: bool(
+            str(v) in str(info.get("version")) and (info.get("rollout") or {}).get("mode") == "off"
+            and info.get("contract_hash") == __import__("mlops_lab").data.contract_hash()), "\"13\" is not \"3\""),
+        wrong("the version compared without str()", lambda: lambda info, v: bool(
+            info.get("version") == v and (info.get("rollout") or {}).get("mode") == "off"
+            and info.get("contract_hash") == __import__("mlops_lab").data.contract_hash()), "given as an int"),
+        right("versions compared as numbers", lambda: lambda info, v: bool(
+            info.get("version") and int(info["version"]) == int(v) and (info.get("rollout") or {}).get("mode") == "off"
+            and info.get("contract_hash") == __import__("mlops_lab").data.contract_hash())),
         right("all() of named conditions", lambda: lambda info, v: all([
             str(info.get("version")) == str(v),
             info.get("rollout", {}).get("mode") == "off",
@@ -550,6 +608,7 @@ def _check_rollback_done(func) -> None:
                 "Otherwise, did you forget `return`?")
         assert isinstance(got, bool | np.bool_), f"rollback_done returned {got!r}; return True or False"
         assert bool(got) == expected, f"on {name} (/version: {info}) you said {bool(got)}: {why}."
+    differential(func, _solution("8.3"), drill_trials(), compare=_compare_drill)
 
 
 # ------------------------------------------------------------------ 8.4 the facts of a postmortem
@@ -641,6 +700,7 @@ def _with_min(events, drift_start):
     fix_at = after.loc[after["kind"] == "promotion", "at"].min()  # NaT while the incident is open
     fixed = after[(after["kind"] == "promotion") & (after["at"] == fix_at)]
     rolled = after[(after["kind"] == "rollback") & ((after["at"] <= fix_at) if pd.notna(fix_at) else True)]
+    rolled = rolled.sort_values("at")  # in order
     return {"detected_at": after.loc[after["kind"] == "alert", "at"].min(), "fixed_at": fix_at,
             "fixed_by": int(fixed["version"].iloc[0]) if len(fixed) else None,
             "rolled_back": [int(v) for v in rolled["version"]]}
@@ -656,6 +716,41 @@ def _reference_incident_facts(events, drift_start):
         rolled_back = rolled_back[after.loc[rolled_back.index, "at"] <= fix["at"].iloc[0]]
     return {"detected_at": detected, "fixed_by": fix["version"].iloc[0] if len(fix) else None,
             "fixed_at": fix["at"].iloc[0] if len(fix) else None, "rolled_back": list(rolled_back)}
+
+
+def _facts(events, drift_start, after):
+    alerts, fix = after[after["kind"] == "alert"], after[after["kind"] == "promotion"]
+    rolled = after[after["kind"] == "rollback"]
+    if len(fix):
+        rolled = rolled[rolled["at"] <= fix["at"].iloc[0]]
+    return {"detected_at": alerts["at"].iloc[0] if len(alerts) else None,
+            "fixed_by": fix["version"].iloc[0] if len(fix) else None,
+            "fixed_at": fix["at"].iloc[0] if len(fix) else None, "rolled_back": list(rolled["version"])}
+
+
+def _strictly_after(events, drift_start):
+    return _facts(events, drift_start, events[events["at"] > drift_start].sort_values("at", kind="stable"))
+
+
+def _taken_as_sorted(events, drift_start):
+    return _facts(events, drift_start, events[events["at"] >= drift_start])
+
+
+def _sorted_by_week(events, drift_start):
+    return _facts(events, drift_start, events[events["at"] >= drift_start].sort_values("week", kind="stable"))
+
+
+def _rolled_back_as(kind):
+    def incident_facts(events, drift_start):
+        facts = _reference_incident_facts(events, drift_start)
+        return {**facts, "rolled_back": kind(facts["rolled_back"])}
+
+    return incident_facts
+
+
+def _fixed_on_the_day(events, drift_start):
+    facts = _reference_incident_facts(events, drift_start)
+    return {**facts, "fixed_at": None if facts["fixed_at"] is None else facts["fixed_at"].normalize()}
 
 
 def _first_alert_in_log(events, drift_start):
@@ -733,7 +828,8 @@ def incident_facts(events, drift_start):
         "An incident can still be open: then there is no promotion, and `fixed_by`/`fixed_at` are None "
         "(`.iloc[0]` on an empty frame raises).",
     ),
-    reference=lambda: _reference_incident_facts,
+    reference="incident_facts",
+    trials=lambda: incident_trials(),
     stub=lambda: _blank,
     cases=(
         wrong("the first alert in the log", lambda: _first_alert_in_log, "false alarm"),
@@ -744,6 +840,13 @@ def incident_facts(events, drift_start):
         wrong("crashes while the incident is open", lambda: _crashes_while_open, "still open"),
         wrong("the last promotion", lambda: _last_promotion, "*first* promotion"),
         wrong("inputs-drift alerts only", lambda: _inputs_drift_alerts_only, "whichever rule"),
+        wrong("alerts strictly after the drift start", lambda: _strictly_after, "exactly at drift_start counts"),
+        wrong("the log taken as sorted", lambda: _taken_as_sorted, "need not be in time order"),
+        wrong("sorted by week, not by at", lambda: _sorted_by_week, "in another order"),
+        wrong("rolled_back reversed", lambda: _rolled_back_as(lambda versions: versions[::-1]), "in another order"),
+        wrong("rolled_back as a set", lambda: _rolled_back_as(set), "a set has no order"),
+        wrong("rolled_back as a tuple", lambda: _rolled_back_as(tuple), "return a list"),
+        wrong("fixed_at cut to its date", lambda: _fixed_on_the_day, "the earliest promotion"),
         right(".min() with NaT, and integer versions", lambda: _with_min),
         right("one pass over the sorted log", lambda: _facts_by_loop),
     ),
@@ -794,8 +897,331 @@ def _check_incident_facts(func) -> None:
         fixed_at = None if got["fixed_at"] is None else pd.Timestamp(got["fixed_at"])
         assert fixed_at == expected["fixed_at"], (
             f"on {name} you say fixed_at {fixed_at}, expected {expected['fixed_at']}: the time of that promotion")
+        assert isinstance(got["rolled_back"], list), (
+            f"on {name} rolled_back is {type(got['rolled_back']).__name__} {got['rolled_back']!r}; return a list "
+            "of versions in the order they were rolled back (a set has no order)")
         rolled_back = [str(v) for v in got["rolled_back"]]
         assert rolled_back == expected["rolled_back"], (
             f"on {name} you list rolled_back {rolled_back}, expected {expected['rolled_back']}: only the "
             "rollbacks on the way to the fix belong to this incident, not those before the drift began (another "
             "story) nor those after the fix (the next one)")
+    differential(func, _solution("8.4"), incident_trials(), compare=_compare_facts)
+
+
+# ------------------------------------------------------------------ generated inputs (differential checks)
+# Each check first runs the story's planted cases (their messages tell the story), then the learner's
+# function beside the solution on generated inputs: other figures and policies, bounds hit exactly,
+# shuffled rows, extra columns. Values at a bound are binary fractions (1/1024, 0.015625, 100.0), so that
+# `a <= b + c` and `a - b <= c` agree and only `<` against `<=` tells them apart.
+
+
+def _solution(id: str):
+    from . import get
+
+    return get(id).reference()
+
+
+def _verdict_trial(label, champion, canary, policy, size):
+    return Trial(label, (champion, canary, policy), size=size)
+
+
+@functools.cache
+def canary_trials() -> tuple:
+    """Canary figures and policies around every bound of the verdict (>= 20)."""
+    nan = float("nan")
+    base = check_policy(canary_min_requests=512, max_error_rate_increase=2 ** -7, max_p99_ms=100.0,
+                        max_flag_rate_ratio=2.0)
+    champ = _figures("7", 8192, 64, 20.0, 0.015625)  # 0.78125% errors, 1.5625% flagged
+    out = []
+
+    def add(what, canary, policy=base, champion=champ):
+        label = (f"{what} (champion: {champion.requests:,} requests, {champion.error_rate:.4%} errors, flag rate "
+                 f"{champion.flag_rate:.4%}; canary: {canary.requests:,} requests, {canary.error_rate:.4%} errors, "
+                 f"p99 {canary.p99_ms} ms, flag rate {canary.flag_rate:.4%}; policy: canary_min_requests="
+                 f"{policy.canary_min_requests}, max_error_rate_increase={policy.max_error_rate_increase}, "
+                 f"max_p99_ms={policy.max_p99_ms}, max_flag_rate_ratio={policy.max_flag_rate_ratio})")
+        out.append(_verdict_trial(label, champion, canary, policy, size=len(out)))
+
+    add("a canary with exactly `canary_min_requests` requests", _figures("8", 512, 4, 30.0, 0.015625))
+    add("a canary one request short of `canary_min_requests`", _figures("8", 511, 3, 30.0, 0.015625))
+    add("a canary whose error rate is exactly the champion's plus `max_error_rate_increase`",
+        _figures("8", 1024, 16, 30.0, 0.015625))
+    add("a canary one error over the champion's error rate plus `max_error_rate_increase`",
+        _figures("8", 1024, 17, 30.0, 0.015625))
+    add("a canary whose p99 is exactly `max_p99_ms`", _figures("8", 1024, 8, 100.0, 0.015625))
+    add("a canary whose p99 is half a millisecond over `max_p99_ms`", _figures("8", 1024, 8, 100.5, 0.015625))
+    add("a canary that flags exactly `max_flag_rate_ratio` times as often", _figures("8", 1024, 8, 30.0, 0.03125))
+    add("a canary that flags exactly 1 / `max_flag_rate_ratio` as often", _figures("8", 1024, 8, 30.0, 0.0078125))
+    add("a canary that flags a little over `max_flag_rate_ratio` times as often",
+        _figures("8", 1024, 8, 30.0, 0.03125 + 2 ** -12))
+    add("a canary that flags a little under 1 / `max_flag_rate_ratio` as often",
+        _figures("8", 1024, 8, 30.0, 0.0078125 - 2 ** -12))
+    add("a canary whose p99 was not measured (NaN)", _figures("8", 1024, 8, nan, 0.015625))
+    add("a canary that answered nothing", _figures("8", 0, 0, nan, nan))
+    add("a canary with fewer errors than the champion", _figures("8", 2048, 2, 12.0, 0.01953125))
+    tight = dataclasses.replace(base, max_p99_ms=40.0)
+    add("`max_p99_ms=40.0` and a canary p99 of 64.0 ms", _figures("8", 1024, 8, 64.0, 0.015625), tight)
+    add("`max_p99_ms=40.0` and a canary p99 of exactly 40.0 ms", _figures("8", 1024, 8, 40.0, 0.015625), tight)
+    loose = dataclasses.replace(base, max_p99_ms=250.0)
+    add("`max_p99_ms=250.0` and a canary p99 of 180.0 ms", _figures("8", 1024, 8, 180.0, 0.015625), loose)
+    strict = dataclasses.replace(base, max_error_rate_increase=0.0)
+    add("`max_error_rate_increase=0.0` and a canary with exactly the champion's error rate",
+        _figures("8", 1024, 8, 30.0, 0.015625), strict)
+    add("`max_error_rate_increase=0.0` and a canary one error worse", _figures("8", 1024, 9, 30.0, 0.015625), strict)
+    generous = dataclasses.replace(base, max_error_rate_increase=2 ** -5)
+    add("`max_error_rate_increase=0.03125` and a canary with 3.5% errors", _figures("8", 1024, 36, 30.0, 0.015625),
+        generous)
+    wide = dataclasses.replace(base, max_flag_rate_ratio=4.0)
+    add("`max_flag_rate_ratio=4.0` and a canary that flags 3 times as often",
+        _figures("8", 1024, 8, 30.0, 0.046875), wide)
+    narrow = dataclasses.replace(base, max_flag_rate_ratio=1.25)
+    add("`max_flag_rate_ratio=1.25` and a canary that flags 1.5 times as often",
+        _figures("8", 1024, 8, 30.0, 0.0234375), narrow)
+    add("`max_flag_rate_ratio=1.25` and a canary that flags exactly 1.25 times as often",
+        _figures("8", 1024, 8, 30.0, 0.01953125), narrow)
+    more = dataclasses.replace(base, canary_min_requests=4096)
+    add("`canary_min_requests=4096` and a healthy canary of 2,048 requests", _figures("8", 2048, 16, 30.0, 0.015625),
+        more)
+    fewer = dataclasses.replace(base, canary_min_requests=64)
+    add("`canary_min_requests=64` and a healthy canary of 128 requests", _figures("8", 128, 1, 30.0, 0.015625), fewer)
+    slow_champion = _figures("7", 8192, 64, 160.0, 0.015625)
+    add("a champion slower than the budget and a canary at 120.0 ms", _figures("8", 1024, 8, 120.0, 0.015625),
+        champion=slow_champion)
+    return tuple(out)
+
+
+def _compare_verdict(got, expected, trial) -> str | None:
+    if not (isinstance(got, tuple | list) and len(got) == 2):
+        return f"your rule returned {got!r}; return a pair: (promote, reasons)"
+    promote, reasons = got
+    if not isinstance(promote, bool | np.bool_):
+        return f"the first item of your answer is {promote!r}; it must be True (promote) or False (roll back)"
+    if not (isinstance(reasons, list | tuple) and all(isinstance(r, str) for r in reasons)):
+        return f"the second item of your answer is {reasons!r}; it must be a list of reasons (strings)"
+    if bool(promote) != bool(expected[0]):
+        say = "promote" if promote else "roll back"
+        should = "promote: every figure is within the policy's bounds (a bound is inclusive: at the bound is " \
+                 "within it)" if expected[0] else "roll back: " + "; ".join(r for r in expected[1] if "FAIL" in r
+                                                                             or "only" in r)
+        return f"your rule says {say}, but it should {should}"
+    if not promote and not reasons:
+        return "your rule rolls back without reasons: return at least one (the event log shows them)"
+    return None
+
+
+def _log_trial(seed: int) -> Trial:
+    rng = np.random.default_rng(seed)
+    n_before, n_shadow = int(rng.integers(0, 6)), int(rng.integers(4, 40))
+    champion_t = float(rng.choice([0.2, 0.25, 0.4]))
+    candidate_t = float(rng.choice([0.3, 0.5, 0.15, 0.35]))
+    scores = rng.integers(0, 101, n_before + n_shadow) / 100
+    shadow = rng.integers(0, 101, n_before + n_shadow) / 100
+    shadow[rng.random(n_before + n_shadow) < 0.15] = candidate_t  # exactly at the candidate's threshold
+    rows = []
+    for i in range(n_before + n_shadow):
+        before = i < n_before
+        failed = not before and rng.random() < 0.15 and i < n_before + n_shadow - 1
+        rows.append({"transaction_id": f"t{seed}-{i}", "score": scores[i],
+                     "decision": "flag" if scores[i] >= champion_t else "approve",
+                     "shadow_version": None if before else "5",
+                     "shadow_score": np.nan if before or failed else shadow[i],
+                     "candidate_error": "TimeoutError: candidate took over 50 ms" if failed else None})
+    log = pd.DataFrame(rows)
+    if log["shadow_score"].notna().sum() == 0:
+        return _log_trial(seed + 1000)
+    log["model_version"], log["role"] = "4", "champion"
+    extra = seed % 3 == 0
+    if extra:  # columns the story's log does not have, whose names contain others' names
+        log["shadow_latency_ms"] = rng.integers(1, 40, len(log)).astype(float)
+        log["score_bucket"] = (log["score"] * 10).astype(int)
+    shuffled = seed % 2 == 1
+    if shuffled:
+        log = log.sample(frac=1, random_state=seed).reset_index(drop=True)
+    compared = int(log["shadow_score"].notna().sum())
+    label = (f"a log of {len(log)} payments ({n_before} before the shadow, {compared} scored by both, "
+             f"{n_shadow - compared} candidate errors{', rows shuffled' if shuffled else ''}"
+             f"{', extra columns' if extra else ''}), the champion's threshold {champion_t} and "
+             f"`candidate_threshold={candidate_t}`")
+    return Trial(label, (log, candidate_t), size=len(log))
+
+
+@functools.cache
+def shadow_trials() -> tuple:
+    return tuple(_log_trial(seed) for seed in range(24))
+
+
+def _compare_share(got, expected, trial) -> str | None:
+    if isinstance(got, bool) or not isinstance(got, int | float | np.integer | np.floating):
+        return f"your function returned {type(got).__name__} {got!r}; return the share as a number between 0 and 1"
+    if math.isclose(float(got), expected, rel_tol=1e-9, abs_tol=1e-12):
+        return None
+    return (f"your function returned {float(got):.4f}, expected {expected:.4f}: the share of the payments both "
+            "models scored on which the champion's `decision` and the candidate's (`shadow_score >= "
+            "candidate_threshold`, its own threshold) differ")
+
+
+@functools.cache
+def drill_trials() -> tuple:
+    from .. import data
+
+    today = data.contract_hash()
+    out = []
+
+    def add(what, info, expected_version):
+        out.append(Trial(f"{what} (/version: {info}, expected_version={expected_version!r})",
+                         (info, expected_version), size=len(out)))
+
+    add("the version rolled back to, given as an int", _version_info("3"), 3)
+    add("a server on version 13 when you rolled back to 3", _version_info("13"), "3")
+    add("a server on version 3 when you rolled back to 13", _version_info("3"), "13")
+    add("a server on version 1 when you rolled back to 10", _version_info("1"), 10)
+    add("a finished rollback to version 12", _version_info("12"), "12")
+    add("a finished rollback, the keys in another order", dict(reversed(list(_version_info("5").items()))), "5")
+    add("a finished rollback with extra keys", {**_version_info("5"), "uptime_s": 31.5, "workers": 2}, 5)
+    add("a canary of version 3 after rolling back to 4", _version_info("4", "canary", 0.2, "3"), "4")
+    add("a shadow of version 9 after rolling back to 8", _version_info("8", "shadow", 0.0, "9"), 8)
+    add("a contract hash from another contract", _version_info("5", contract_hash=today[::-1]), "5")
+    add("a contract hash missing", {k: v for k, v in _version_info("5").items() if k != "contract_hash"}, "5")
+    add("no `rollout` key (an older server)", {k: v for k, v in _version_info("5").items() if k != "rollout"}, "5")
+    add("a 503 answer", {"detail": "model not loaded"}, 5)
+    add("a 503 answer that names the version it is loading", {"detail": "loading", "version": "5"}, "5")
+    add("an empty answer", {}, "2")
+    add("a finished rollback to version 2", _version_info("2"), 2)
+    add("a rollout still in canary at share 0", _version_info("2", "canary", 0.0, "3"), "2")
+    add("a rollback to version 7 served as version 7", _version_info("7"), "7")
+    add("a rollback to version 7 while version 70 serves", _version_info("70"), 7)
+    add("a rollback to version 21 while version 2 serves", _version_info("2"), "21")
+    return tuple(out)
+
+
+def _random_incident(seed: int) -> Trial:
+    rng = np.random.default_rng(seed)
+    drift_week = int(rng.integers(2, 5))
+    version, rows = 2, []
+    for week in range(1, 9):
+        if rng.random() < 0.35 or (week > drift_week and rng.random() < 0.6):
+            rows.append((week, 7, "alert", None, None, "inputs drift FIRED" if rng.random() < 0.5
+                         else "chargebacks up FIRED"))
+        if rng.random() < 0.8:
+            version += 1
+            rows += [(week, 7, "retrain", None, None, "schedule"), (week, 7, "register", str(version), None,
+                                                                     f"challenger v{version}")]
+            rows += _rollout(week, str(version), bool(rng.random() < 0.5), "a verdict")
+    drift_start = LOOP_START + pd.Timedelta(weeks=drift_week)
+    alerts = [r for r in rows if r[2] == "alert"]
+    exact = seed % 4 == 0 and alerts
+    if exact:  # the drift starts exactly when an alert fires: that alert counts
+        week, day = alerts[len(alerts) // 2][:2]
+        drift_start = LOOP_START + pd.Timedelta(days=7 * (week - 1) + day)
+    events = _events(rows)
+    after = events[events["at"] >= drift_start]
+    first_alert, first_fix = (after.loc[after["kind"] == kind, "at"].min() for kind in ("alert", "promotion"))
+    if pd.isna(first_alert) or (pd.notna(first_fix) and first_fix < first_alert):
+        return _random_incident(seed + 1000)  # a fix before anyone noticed: not the story a postmortem tells
+    if seed % 3 == 1:
+        events["detail"] = "from the loop"
+        events["alerted_at"] = events["at"]  # a column whose name holds another's
+    if seed % 2 == 0:
+        events = events.sample(frac=1, random_state=seed).reset_index(drop=True)
+    label = (f"event log {seed % 1000} ({len(events)} events over 8 weeks, drift_start={drift_start:%Y-%m-%d %H:%M})"
+             f"{' (exactly when an alert fired)' if exact else ''}{', rows shuffled' if seed % 2 == 0 else ''}"
+             f"{', extra columns' if seed % 3 == 1 else ''}")
+    return Trial(label, (events, drift_start), size=len(events))
+
+
+def _retry_in_a_week(week, day, version, promoted, why):
+    """A quick second try inside one week: canary on ``day``, its verdict two days later."""
+    return [(week, day, "register", version, None, f"challenger v{version}"),
+            (week, day, "canary", version, None, f"v{version} answers 20% of payments"),
+            (week, day + 2, "canary verdict", version, promoted, why),
+            (week, day + 2, "promotion" if promoted else "rollback", version, promoted, why)]
+
+
+def _several_rollbacks(first: int, fixed: bool, how: str, size: int) -> Trial:
+    """Two or three rollbacks on the way to the fix, two of them in the same week (a sort by `week`
+    keeps the log's order there), versions whose text order is not their time order (9 before 10)."""
+    v = [str(first + i) for i in range(4)]
+    rows = [(1, 7, "alert", None, None, "chargebacks up FIRED"), *_rollout(1, "3", True, "a verdict"),
+            (2, 7, "register", "4", None, "challenger v4"), *_rollout(2, "4", False, "p99 140 ms > 100 ms"),
+            (4, 7, "alert", None, None, "inputs drift FIRED"),
+            (4, 7, "register", v[0], None, f"challenger v{v[0]}"), *_rollout(4, v[0], False, "error rate 4.1%"),
+            *_retry_in_a_week(5, 4, v[1], False, "flag rate 8.0% outside [1.5%, 6.2%]")]
+    if how == "three":
+        rows += _retry_in_a_week(6, 1, v[2], False, "p99 120 ms > 100 ms")
+    if fixed:
+        rows += [(6, 7, "register", v[3], None, f"challenger v{v[3]}"), *_rollout(6, v[3], True, "a verdict"),
+                 (7, 7, "register", str(first + 9), None, "challenger"), *_rollout(7, str(first + 9), False, "x")]
+    events = _events(rows)
+    events["at"] += pd.Timedelta(hours=14, minutes=5)  # not midnight: a time cut to its date is another time
+    drift_start = DRIFT_START + pd.Timedelta(hours=14, minutes=5)
+    if how == "reversed":
+        events = events.iloc[::-1].reset_index(drop=True)
+    elif how == "three":
+        events = events.sample(frac=1, random_state=first).reset_index(drop=True)
+        events = events.iloc[::-1].reset_index(drop=True) if _week_order_agrees(events) else events
+    label = (f"event log with {'three' if how == 'three' else 'two'} rollbacks before "
+             f"{'the fix' if fixed else 'any fix (the incident still open)'} (versions {v[0]} and up, two rollbacks in "
+             f"week 5, {len(events)} events, drift_start={drift_start:%Y-%m-%d %H:%M}"
+             f"{', rows in reverse order' if how == 'reversed' else ', rows shuffled' if how == 'three' else ''})")
+    return Trial(label, (events, drift_start), size=size)
+
+
+def _week_order_agrees(events) -> bool:
+    rolled = events[events["kind"] == "rollback"]
+    return list(rolled.sort_values("week", kind="stable")["version"]) == list(rolled.sort_values("at")["version"])
+
+
+@functools.cache
+def incident_trials() -> tuple:
+    several = [_several_rollbacks(first, fixed, how, 100 + i) for i, (first, fixed, how) in enumerate(
+        ((5, True, "reversed"), (9, True, "reversed"), (9, False, "reversed"), (8, True, "three"),
+         (5, True, "in order")))]
+    return tuple(_random_incident(seed) for seed in range(22)) + tuple(several)
+
+
+def _compare_facts(got, expected, trial) -> str | None:
+    if not isinstance(got, dict):
+        return f"your function returned {type(got).__name__}; return a dict"
+    missing = set(expected) - set(got)
+    if missing:
+        return f"your dict lacks {sorted(missing)}; return the keys {list(expected)}"
+
+    def time(value):
+        return None if _missing(value) else pd.Timestamp(value)
+
+    def version(value):
+        return None if _missing(value) else str(value)
+
+    if time(got["detected_at"]) != time(expected["detected_at"]):
+        return (f"you say detected_at {time(got['detected_at'])}, expected {time(expected['detected_at'])}: the "
+                "earliest alert at or after drift_start (an alert exactly at drift_start counts; the log's rows "
+                "need not be in time order)")
+    if version(got["fixed_by"]) != version(expected["fixed_by"]) or time(got["fixed_at"]) != time(
+            expected["fixed_at"]):
+        return (f"you say fixed_by {got['fixed_by']!r} at {time(got['fixed_at'])}, expected "
+                f"{expected['fixed_by']!r} at {time(expected['fixed_at'])}: the earliest promotion at or after "
+                "drift_start (None for both while no promotion came)")
+    if not isinstance(got["rolled_back"], list):
+        return (f"rolled_back is {type(got['rolled_back']).__name__} {got['rolled_back']!r}; return a list of "
+                "versions in the order they were rolled back (a set has no order)")
+    mine, theirs = [str(v) for v in got["rolled_back"]], [str(v) for v in expected["rolled_back"]]
+    if mine != theirs:
+        order = " (the same versions, in another order)" if sorted(mine) == sorted(theirs) else ""
+        return (f"you list rolled_back {mine}, expected {theirs}{order}: the rollbacks at or after drift_start and "
+                "up to the fix (all of them after drift_start while the incident is open), in the order of their "
+                "`at` (the log's rows need not be in time order, and a week holds several days)")
+    return None
+
+
+def _compare_drill(got, expected, trial) -> str | None:
+    if not isinstance(got, bool | np.bool_):
+        return f"rollback_done returned {got!r}; return True or False"
+    if bool(got) == bool(expected):
+        return None
+    no_rollout = ("rollout" not in trial.args[0] and "version" in trial.args[0]
+                  and str(trial.args[0]["version"]) == str(trial.args[1]))
+    return (f"you said {bool(got)}, expected {bool(expected)}: done means the served `version` is the one rolled "
+            "back to (as text: \"13\" is not \"3\", and 3 and \"3\" are the same version), `rollout.mode` is "
+            "'off' and `contract_hash` is today's. An answer without `rollout` does not confirm a rollback: it "
+            "does not say that no candidate is still in the rollout, so the drill is not done"
+            + (" (here the answer has no `rollout`)" if no_rollout else ""))

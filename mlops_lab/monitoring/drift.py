@@ -24,17 +24,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
 from ..errors import LabError
+from .columns import MISSING, UNSEEN, _infer_kind, _label_counts, _numeric  # noqa: F401 - MISSING, UNSEEN: public here
 
 PROFILE_FORMAT = 1
-MISSING, UNSEEN = "<missing>", "<unseen>"
 OUTPUT_COLUMNS = {"score": "numeric", "decision": "categorical"}  # the model's outputs, profiled when present
 REPORT_COLUMNS = ["column", "kind", "test", "statistic", "p_value", "p_value_corrected", "effect_size",
                   "n_reference", "n_current", "drifted", "reason"]
 PSI_BINS = 10
+TAIL_P = 1e-10  # KS p-values below this are asymptotic (see ks_wasserstein)
 
 
 @dataclass(frozen=True)
@@ -59,32 +60,6 @@ def _b64(values: np.ndarray) -> str:
 
 def _unb64(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f8")
-
-
-def _infer_kind(series: pd.Series) -> str | None:
-    if pd.api.types.is_bool_dtype(series):
-        return "categorical"
-    if pd.api.types.is_numeric_dtype(series):
-        return "numeric"
-    if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series):
-        return None
-    return "categorical"
-
-
-def _numeric(series: pd.Series) -> tuple[np.ndarray, int, int]:
-    """Finite values, count of missing, count of non-numbers and infinities (both count as missing)."""
-    values = pd.to_numeric(series, errors="coerce") if not pd.api.types.is_numeric_dtype(series) else series
-    values = values.astype("float64").to_numpy(dtype="float64", na_value=np.nan)
-    finite = np.isfinite(values)
-    missing = int(series.isna().sum())
-    return values[finite], missing, int(len(values) - finite.sum() - missing)
-
-
-def _label_counts(series: pd.Series) -> pd.Series:
-    """Count of each category, labelled as text; missing values counted in the missing bin."""
-    counts = series.value_counts(dropna=False, sort=False)
-    labels = [MISSING if pd.isna(k) else k if isinstance(k, str) else str(k) for k in counts.index]
-    return pd.Series(counts.to_numpy(), index=labels).groupby(level=0, sort=False).sum()
 
 
 @dataclass
@@ -418,17 +393,34 @@ def ks_wasserstein(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> tuple[floa
     both = np.concatenate([ref_sorted, cur_sorted])
     order = np.argsort(both, kind="stable")  # two sorted runs: a linear merge
     grid = both[order]
-    below_ref = np.cumsum(order < n)  # reference values at or before each merged position
-    last = np.r_[grid[1:] != grid[:-1], True]  # the CDFs are read after the last of equal values
-    f = below_ref[last] / n
-    g = (np.flatnonzero(last) + 1 - below_ref[last]) / m
-    diff = np.abs(f - g)
+    # reference values at or before each merged position (int32 counts: ten times faster than int64)
+    below_ref = np.cumsum(order < n, dtype=np.int64 if n + m >= 2**31 else np.int32)
+    last = np.empty(n + m, dtype=bool)  # the CDFs are read after the last of equal values
+    np.not_equal(grid[1:], grid[:-1], out=last[:-1])
+    last[-1] = True
+    if last.all():  # no ties (continuous data): every merged position is a step of one CDF
+        seen = np.arange(1, n + m + 1, dtype=np.float64)
+    else:
+        seen = np.flatnonzero(last) + 1.0
+        below_ref, grid = below_ref[last], grid[last]
+    diff = below_ref / n  # |F_ref - F_cur| at each step (exactly 0 where both CDFs reach 1)
+    seen -= below_ref
+    seen /= m
+    diff -= seen
+    np.abs(diff, out=diff)
     d = float(diff.max())
-    w = float(np.sum(diff[:-1] * np.diff(grid[last])))
+    w = float(np.dot(diff[:-1], np.diff(grid)))
     if max(n, m) <= 10_000:
         p = float(stats.ks_2samp(ref_sorted, cur_sorted, method="auto").pvalue)
     else:
-        p = float(stats.kstwo.sf(d, np.round(n * m / (n + m))))
+        en = np.round(n * m / (n + m))
+        # scipy's kstwo takes 0.1-0.2 s per column in the tail (p below about 1e-4 at these sizes).
+        # Below TAIL_P, where no verdict can depend on the digits, the limiting Kolmogorov distribution
+        # with Stephens' small-sample correction answers in microseconds: within a few per cent down
+        # to about 1e-20, and of the right order of magnitude beyond.
+        p = float(special.kolmogorov((np.sqrt(en) + 0.12 + 0.11 / np.sqrt(en)) * d))
+        if p >= TAIL_P:
+            p = float(stats.kstwo.sf(d, en))
     return d, min(max(p, 0.0), 1.0), w
 
 

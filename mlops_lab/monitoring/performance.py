@@ -104,3 +104,158 @@ def windowed_performance(joined: pd.DataFrame, freq: str = "7D", start=None,
             row["cost_per_1000"] = 1000 * cost / len(lab)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ performance before the labels arrive
+
+FIGURES = ("precision", "recall", "flag_rate", "cost_per_1000")
+
+
+def expected_counts(probabilities, scores, threshold: float) -> dict[str, float]:
+    """The confusion matrix a window should show once its labels land, if the probabilities are right:
+    a payment flagged (``score >= threshold``) with fraud probability p adds p to the true positives and
+    1 - p to the false positives; one approved adds p to the false negatives and 1 - p to the true negatives."""
+    p = np.asarray(probabilities, dtype=float)
+    flagged = np.asarray(scores, dtype=float) >= threshold
+    return {"tp": float(p[flagged].sum()), "fp": float((1 - p[flagged]).sum()),
+            "fn": float(p[~flagged].sum()), "tn": float((1 - p[~flagged]).sum())}
+
+
+class _Calibration:
+    """Fraud rate by score, learned on labelled data (isotonic regression), with the evidence behind each
+    step: a step of n payments with k frauds has a Beta(k + 1/2, n - k + 1/2) fraud rate (Jeffreys)."""
+
+    def __init__(self, scores, labels):
+        from sklearn.isotonic import IsotonicRegression
+
+        scores = np.asarray(scores, dtype=float)
+        labels = np.asarray(labels, dtype=float)
+        if scores.shape != labels.shape or scores.ndim != 1:
+            raise LabError(f"calibration_scores and calibration_labels must be two 1-d sequences of one length; got "
+                           f"shapes {scores.shape} and {labels.shape}.")
+        if not np.isfinite(scores).all() or not np.isin(labels, (0, 1)).all():
+            raise LabError("calibration_scores must be finite numbers and calibration_labels 0 or 1 (is_fraud) "
+                           "for each payment: pass only payments whose labels are final.")
+        if labels.sum() < 10 or (1 - labels).sum() < 10:
+            raise LabError(f"The calibration data has {int(labels.sum())} fraud and {int((1 - labels).sum())} "
+                           "legitimate payments: at least 10 of each are needed to learn how scores map to fraud "
+                           "rates (use a validation period whose labels are final).")
+        order = np.argsort(scores, kind="mergesort")
+        scores, labels = scores[order], labels[order]
+        fitted = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(scores, labels).predict(scores)
+        # steps: runs of one fitted value; each keeps its lowest score, its size and its frauds
+        starts = np.flatnonzero(np.r_[True, np.diff(fitted) != 0])
+        self.edges_ = scores[starts]
+        self.n_ = np.diff(np.r_[starts, len(scores)]).astype(float)
+        self.k_ = np.add.reduceat(labels, starts)
+        self.rate_ = self.k_ / self.n_
+
+    def step(self, scores) -> np.ndarray:
+        return np.clip(np.searchsorted(self.edges_, np.asarray(scores, dtype=float), side="right") - 1, 0,
+                       len(self.edges_) - 1)
+
+
+def estimate_performance(scores, threshold: float, calibration_scores, calibration_labels, amounts=None, *,
+                         calibration_amounts=None, review_fee: float = REVIEW_FEE, level: float = 0.95,
+                         draws: int = 1_000, seed: int = 0) -> pd.DataFrame:
+    """Precision, recall at ``threshold``, flag rate and expected cost per 1,000 payments of a window whose
+    labels have not arrived yet, each with an interval (confidence-based performance estimation, as in
+    NannyML's CBPE).
+
+    The champion's scores on labelled data it did not train on (``calibration_scores``, ``calibration_labels``:
+    its validation period) say what fraud rate each score carries; applied to the window's served ``scores``
+    they give each payment's fraud probability, hence the confusion matrix to expect (``expected_counts``).
+    The interval covers both what is uncertain: the calibration (each step's rate drawn from its Beta
+    posterior) and which payments turn out to be fraud (each drawn from its probability: a Poisson-binomial
+    count). ``amounts`` (EUR, one per payment) give the cost: missed fraud's amounts plus ``review_fee`` per
+    flagged payment, per 1,000 payments; without them the cost is left out. With ``calibration_amounts`` the
+    cost's interval also carries how far the calibration data's missed fraud amounts strayed from what their
+    scores said (a bootstrap of the calibration data): a few large frauds decide a week's cost, and a
+    fortnight of labels shows only some of them.
+
+    It holds while the score still means what it meant on the calibration data: under covariate shift
+    (other payments, the same fraud given the inputs). It cannot see concept drift (the same inputs, now more
+    or other fraud): the labels alone can, when they land."""
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim != 1 or len(scores) == 0 or not np.isfinite(scores).all():
+        raise LabError("scores must be the window's served scores: a non-empty 1-d sequence of finite numbers.")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.floating) or not 0 <= threshold <= 1:
+        raise LabError(f"threshold={threshold!r}: give the served threshold, a number between 0 and 1.")
+    if not 0 < level < 1:
+        raise LabError(f"level={level!r}: give the interval's coverage as a share, e.g. 0.95.")
+    if amounts is not None:
+        amounts = np.asarray(amounts, dtype=float)
+        if amounts.shape != scores.shape or not np.isfinite(amounts).all():
+            raise LabError(f"amounts must give one finite amount per score ({len(scores)}); got shape {amounts.shape}.")
+    calibration = _Calibration(calibration_scores, calibration_labels)
+    step = calibration.step(scores)
+    p = calibration.rate_[step]
+    flagged = scores >= threshold
+    n, n_flagged = len(scores), int(flagged.sum())
+
+    counts = expected_counts(p, scores, threshold)
+    point = {"precision": counts["tp"] / n_flagged if n_flagged else np.nan,
+             "recall": counts["tp"] / (counts["tp"] + counts["fn"]) if counts["tp"] + counts["fn"] else np.nan,
+             "flag_rate": n_flagged / n,
+             "cost_per_1000": (1000 * (float((p * amounts * ~flagged).sum()) + review_fee * n_flagged) / n
+                               if amounts is not None else np.nan)}
+
+    rng = np.random.default_rng(seed)
+    rates = rng.beta(calibration.k_ + 0.5, calibration.n_ - calibration.k_ + 0.5, size=(draws, len(calibration.n_)))
+    sims = {name: np.empty(draws) for name in FIGURES}
+    missed_amount = amounts * ~flagged if amounts is not None else None
+    factors = np.ones(draws)
+    if calibration_amounts is not None and amounts is not None:
+        factors = _amount_factors(calibration, calibration_scores, calibration_labels, calibration_amounts, threshold,
+                                  draws, rng)
+    for d in range(draws):
+        fraud = rng.random(n) < rates[d, step]
+        tp = int((fraud & flagged).sum())
+        total = int(fraud.sum())
+        sims["precision"][d] = tp / n_flagged if n_flagged else np.nan
+        sims["recall"][d] = tp / total if total else np.nan
+        sims["flag_rate"][d] = n_flagged / n
+        sims["cost_per_1000"][d] = (1000 * (factors[d] * float(missed_amount[fraud].sum()) + review_fee * n_flagged) / n
+                                    if missed_amount is not None else np.nan)
+    tail = (1 - level) / 2
+    rows = []
+    for name in FIGURES:
+        values = sims[name][np.isfinite(sims[name])]
+        low, high = (np.quantile(values, [tail, 1 - tail]) if len(values) else (np.nan, np.nan))
+        rows.append({"figure": name, "estimate": point[name], "low": float(low), "high": float(high)})
+    table = pd.DataFrame(rows).set_index("figure")
+    table.attrs.update({"payments": n, "flagged": n_flagged, "expected_fraud": counts["tp"] + counts["fn"],
+                        "level": level, "calibration_steps": len(calibration.n_)})
+    return table
+
+
+def _amount_factors(calibration, scores, labels, amounts, threshold, draws, rng, replicates: int = 200) -> np.ndarray:
+    """How much the missed fraud amount of a resample of the calibration data differs from what its scores
+    said, relative to the whole sample: one factor per draw, centred on 1 (Poisson bootstrap)."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
+    amounts = np.asarray(amounts, dtype=float)
+    if amounts.shape != scores.shape or not np.isfinite(amounts).all():
+        raise LabError("calibration_amounts must give one finite amount per calibration payment.")
+    approved = scores < threshold
+    said = (calibration.rate_[calibration.step(scores)] * amounts)[approved]
+    lost = (labels * amounts)[approved]
+    whole = lost.sum() / max(said.sum(), 1e-12)
+    ratios = np.empty(replicates)
+    for b in range(replicates):
+        w = rng.poisson(1.0, len(lost))
+        ratios[b] = (w * lost).sum() / max((w * said).sum(), 1e-12)
+    return (ratios / whole)[rng.integers(0, replicates, draws)] if whole > 0 else np.ones(draws)
+
+
+def realised_performance(scores, threshold: float, is_fraud, amounts=None, review_fee: float = REVIEW_FEE) -> pd.Series:
+    """The same four figures once the window's labels have landed (``is_fraud`` final for every payment)."""
+    scores = np.asarray(scores, dtype=float)
+    y = np.asarray(is_fraud, dtype=int).astype(bool)
+    flagged = scores >= threshold
+    tp = int((y & flagged).sum())
+    cost = np.nan
+    if amounts is not None:
+        cost = 1000 * (float(np.asarray(amounts, dtype=float)[y & ~flagged].sum()) + review_fee * flagged.sum()) / len(y)
+    return pd.Series({"precision": tp / flagged.sum() if flagged.sum() else np.nan,
+                      "recall": tp / y.sum() if y.sum() else np.nan,
+                      "flag_rate": float(flagged.mean()), "cost_per_1000": cost}, name="realised")

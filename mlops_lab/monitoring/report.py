@@ -1,15 +1,20 @@
 """Rendering drift reports: HTML and matplotlib plots. Nothing here computes a statistic; it
-draws what ``ReferenceProfile`` and ``DriftReport`` computed."""
+draws what ``ReferenceProfile`` and ``DriftReport`` computed, so it sits below them (a finished
+report is handed in; ``DriftReport._repr_html_`` calls down to ``report_html``)."""
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from .drift import MISSING, UNSEEN, DriftReport, ReferenceProfile, _label_counts, _numeric
+from .columns import MISSING, UNSEEN, _label_counts, _numeric
+
+if TYPE_CHECKING:
+    from .drift import DriftReport, ReferenceProfile
 
 
 def report_html(report: DriftReport, title: str = "Drift report") -> str:

@@ -51,14 +51,18 @@ def reference_profile(pipeline, threshold: float, reference: pd.DataFrame) -> Re
     return ReferenceProfile.fit(scored(pipeline, threshold, reference), contract=True)
 
 
-def replay(frame: pd.DataFrame, url: str, batch_size: int = 1_000) -> int:
+def replay(frame: pd.DataFrame, url: str, batch_size: int = 1_000, progress: bool = True) -> int:
     """Send every payment of ``frame`` to a running server's ``/predict/batch``, in time order.
-    Returns the number of predictions answered (the server logs each one)."""
+    Returns the number of predictions answered (the server logs each one). With ``progress`` it
+    prints a line about every 5 seconds (a replay of two weeks takes half a minute on Binder)."""
+    import time
+
     import httpx
 
     from ..serving.client import to_payload
 
     answered = 0
+    started = last = time.monotonic()
     with httpx.Client(base_url=url, timeout=60) as client:
         for lo in range(0, len(frame), batch_size):
             payload = {"transactions": to_payload(frame.iloc[lo:lo + batch_size])}
@@ -66,6 +70,10 @@ def replay(frame: pd.DataFrame, url: str, batch_size: int = 1_000) -> int:
             if response.status_code != 200:
                 raise LabError(f"The server answered {response.status_code} at row {lo}: {response.text[:300]}")
             answered += len(response.json()["predictions"])
+            now = time.monotonic()
+            if progress and (now - last >= 5 or answered == len(frame)) and now - started >= 1:
+                print(f"replay: {answered:,} of {len(frame):,} payments answered ({now - started:.0f} s)", flush=True)
+                last = now
     return answered
 
 
@@ -108,16 +116,22 @@ def daily_windows(stream: pd.DataFrame, profile: ReferenceProfile, settings: Str
 
 
 def scenario_streams(pipeline, threshold: float, profile: ReferenceProfile,
-                     settings: StreamSettings | None = None, scenarios=None) -> dict[str, pd.DataFrame]:
+                     settings: StreamSettings | None = None, scenarios=None, progress=None) -> dict[str, pd.DataFrame]:
     """``daily_windows`` for every scenario (the same payments' seed, each world switched on at
-    ``drift_day``): the table alert rules are graded on."""
+    ``drift_day``): the table alert rules are graded on. ``progress(line)`` hears of each scenario done."""
+    import time
+
     settings = settings or StreamSettings()
+    names = list(scenarios or data.SCENARIOS)
+    started = time.monotonic()
     out = {}
-    for name in scenarios or data.SCENARIOS:
+    for i, name in enumerate(names, 1):
         frame = data.simulate_transactions(days=settings.days, start=settings.start, seed=settings.seed,
                                            scenario=name, drift_start=settings.drift_start,
                                            per_day=settings.per_day)
         out[name] = daily_windows(scored(pipeline, threshold, frame), profile, settings)
+        if progress:
+            progress(f"  {name} monitored ({i} of {len(names)}, {time.monotonic() - started:.0f} s)")
     return out
 
 
@@ -202,18 +216,39 @@ def course_profile(model=None) -> ReferenceProfile:
     return profile
 
 
-def course_streams(model=None, settings: StreamSettings | None = None) -> dict[str, pd.DataFrame]:
+def _settings_key(settings: StreamSettings) -> str:
+    """Every setting in the cache file's name: a stream of other settings is another file."""
+    import dataclasses
+    import hashlib
+    import json
+
+    text = json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def course_streams(model=None, settings: StreamSettings | None = None, scenarios=None) -> dict[str, pd.DataFrame]:
     """``scenario_streams`` for the champion and the course's reference, cached in the workspace
-    per champion version (computing them takes a few seconds per scenario)."""
-    model = model or champion()
+    per champion version and settings (computing them takes a few seconds per scenario)."""
     settings = settings or StreamSettings()
-    path = _workspace_file(f"streams-v{model.version}-{settings.days}d-{settings.per_day}.parquet")
+    names = list(scenarios or data.SCENARIOS)
+    if unknown := [n for n in names if n not in data.SCENARIOS]:
+        raise LabError(f"Unknown scenario(s) {', '.join(map(repr, unknown))}; the scenarios are: "
+                       f"{', '.join(data.SCENARIOS)}.")
+    if model is None:  # the champion's version is a quick registry lookup; loading it is not
+        from ..serving.model import require_registered
+
+        version = require_registered("champion")
+    else:
+        version = model.version
+    path = _workspace_file(f"streams-v{version}-{_settings_key(settings)}-{'-'.join(names)}.parquet")
     if path.exists():
         table = pd.read_parquet(path)
         return {name: part.drop(columns="scenario").reset_index(drop=True)
                 for name, part in table.groupby("scenario", sort=False)}
-    print(f"Simulating {settings.days} days of each of {len(data.SCENARIOS)} scenarios and monitoring them "
-          "day by day (cached for next time)...", flush=True)
-    streams = scenario_streams(model.pipeline, model.threshold, course_profile(model), settings)
+    model = model or champion()
+    print(f"Simulating {settings.days} days of {len(names)} scenario(s) (seed {settings.seed}, "
+          f"{settings.window_days}-day windows) and monitoring them day by day (cached for next time)...", flush=True)
+    streams = scenario_streams(model.pipeline, model.threshold, course_profile(model), settings, names,
+                               progress=lambda line: print(line, flush=True))
     pd.concat([w.assign(scenario=name) for name, w in streams.items()]).to_parquet(path, index=False)
     return streams

@@ -119,6 +119,13 @@ class Metrics:
 # --------------------------------------------------------------------------- the body guard
 
 
+BODY_SECONDS = 10.0  # a request's body must arrive within this (MLOPS_LAB_BODY_SECONDS); headers: server.py
+
+
+def body_seconds() -> float:
+    return float(os.environ.get("MLOPS_LAB_BODY_SECONDS") or BODY_SECONDS)
+
+
 def _raw_response(status: int, body: bytes, headers: tuple = ()) -> list[dict]:
     return [{"type": "http.response.start", "status": status,
              "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -223,19 +230,80 @@ class _Guard:
             if declared > self.max_body:
                 return too_big
         chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return []  # the client left: nothing to answer
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return too_big
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            # a client that sends its body slowly (or stops) holds a connection: cut it after BODY_SECONDS
+            async with asyncio.timeout(body_seconds()):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return []  # the client left: nothing to answer
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        return too_big
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            return _raw_response(408, protocol.problem_body(
+                408, f"the body did not arrive within {body_seconds():g} s: send it at once "
+                     "(MLOPS_LAB_BODY_SECONDS sets the limit)"), ((b"connection", b"close"),))
         scope[BODY] = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return None
+
+
+# --------------------------------------------------------------------------- graceful shutdown
+
+
+class _Drain:
+    """Pure ASGI middleware: while the server drains (after SIGTERM), every answer carries
+    ``Connection: close``, so keep-alive clients open their next connection elsewhere instead of
+    having an idle one closed under a request they are sending."""
+
+    def __init__(self, app, state: dict):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.state.get("draining"):
+            return await self.app(scope, receive, send)
+
+        async def closing(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
+            await send(message)
+
+        await self.app(scope, receive, closing)
+
+
+@contextlib.contextmanager
+def drain_on_sigterm(state: dict, seconds: float):
+    """On SIGTERM, mark the app as draining at once (``/ready`` answers 503, answers close their
+    connection), keep serving for ``seconds``, then hand the signal to uvicorn, whose shutdown lets
+    in-flight requests finish. What Kubernetes expects of a pod: endpoints and clients move away
+    before the listening socket closes. Installed only in the main thread of a real server (uvicorn
+    installs its own handler first); a second SIGTERM, or ``seconds`` of 0, stops at once."""
+    import signal
+    import threading
+
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+
+    def handle(sig, frame):
+        if state.get("draining") or not callable(previous):
+            return previous(sig, frame) if callable(previous) else None
+        state["draining"] = True
+        log.info("SIGTERM: draining for %.1f s (/ready answers 503), then shutting down", seconds)
+        loop.call_soon_threadsafe(loop.call_later, seconds, previous, sig, None)
+
+    signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is handle:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # --------------------------------------------------------------------------- OpenAPI
@@ -516,7 +584,8 @@ def create_app(
         if poll_seconds:
             tasks.append(asyncio.create_task(poll_alias()))
         try:
-            yield
+            with drain_on_sigterm(state, float(os.environ.get("MLOPS_LAB_DRAIN_SECONDS") or 0)):
+                yield
         finally:
             for task in tasks:
                 task.cancel()
@@ -529,6 +598,7 @@ def create_app(
     app.state.cardguard = state
     handlers: dict[str, Callable[[bytes, str], Scored]] = {}  # filled below, once the handlers exist
     app.add_middleware(_Guard, metrics=metrics, max_body_bytes=max_body_bytes, handlers=handlers)
+    app.add_middleware(_Drain, state=state)  # outermost: it sees every answer
     add_offline_docs(app)
     _install_openapi(app)
     transaction = Transaction.__pydantic_validator__
@@ -713,6 +783,8 @@ def create_app(
              response_model=Status, responses=_problems(503))
     async def ready():
         live = state["live"]
+        if state.get("draining"):
+            return problem(503, "shutting down: draining connections")
         if live is None:
             return not_ready()
         return {"status": "ready", "model_version": live.model.version}
@@ -784,7 +856,7 @@ def app_from_env() -> FastAPI:
 
     MLOPS_LAB_BUNDLE (a bundle folder) or MLOPS_LAB_MODEL_ALIAS (default champion, from the
     registry), MLOPS_LAB_MODEL_NAME, MLOPS_LAB_POLL_SECONDS, MLOPS_LAB_ADMIN_TOKEN,
-    MLOPS_LAB_PREDICTION_LOG."""
+    MLOPS_LAB_PREDICTION_LOG, MLOPS_LAB_DRAIN_SECONDS (seconds to keep serving after SIGTERM, /ready 503)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     poll = os.environ.get("MLOPS_LAB_POLL_SECONDS")
     return create_app(bundle=os.environ.get("MLOPS_LAB_BUNDLE") or None,

@@ -2,23 +2,7 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
-from .. import contract
-
-
-def to_payload(frame) -> list[dict]:
-    """Rows of a payments DataFrame as JSON-ready request bodies: the contract's features (plus
-    the transaction id), with missing values as null (JSON has no NaN)."""
-    columns = [c for c in ["transaction_id", *contract.feature_columns()] if c in frame]
-    records = frame[columns].astype(object).to_dict(orient="records")
-    for record in records:
-        for key, value in record.items():
-            if value is None or (not isinstance(value, str) and pd.isna(value)):
-                record[key] = None
-            elif hasattr(value, "item"):
-                record[key] = value.item()  # numpy scalars to plain Python
-    return records
+from ..scoring import to_payload  # noqa: F401 - lab.serving.to_payload: payloads from DataFrames
 
 
 def histogram_buckets(metrics_text: str, name: str, **labels: str) -> dict[float, float]:

@@ -6,11 +6,11 @@ so a bad row gets the same 422 naming the row and the field, whichever format ca
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
+import re
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
@@ -175,23 +175,28 @@ def rows_from_json(body: bytes) -> tuple[str, list]:
     return key, rows
 
 
+# A number in a CSV cell is read as JSON reads one (RFC 8259's grammar, ASCII digits only), plus the
+# NaN that pandas writes for a missing value: Python's int() and float() would also take "1_000", " 12 ",
+# "+5", "inf" and Arabic-Indic digits, which the JSON formats refuse.
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_JSON_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)", re.ASCII)
+
+
 def _csv_value(name: str, text: str):
     """One CSV cell as the contract's type. A cell that does not convert stays text, so the contract
     check names the field and rule exactly as for JSON."""
     kind, dtype = _KINDS.get(name, ("text", "str"))
     if text == "":
         return None
-    try:
-        if kind == "boolean":
-            lowered = text.lower()
-            return {"true": True, "false": False, "1": True, "0": False}.get(lowered, text)
-        if kind == "numeric":
-            if dtype.startswith("int"):
-                with contextlib.suppress(ValueError):
-                    return int(text)
+    if kind == "boolean":
+        return {"true": True, "false": False, "1": True, "0": False}.get(text.lower(), text)
+    if kind == "numeric":
+        if text in ("NaN", "nan"):
+            return math.nan
+        if dtype.startswith("int") and _JSON_INTEGER.fullmatch(text):
+            return int(text)
+        if _JSON_NUMBER.fullmatch(text):
             return float(text)
-    except ValueError:
-        return text
     return text
 
 
@@ -203,11 +208,16 @@ def rows_from_csv(body: bytes) -> tuple[str, list]:
     except UnicodeDecodeError as exc:
         raise Problem(400, f"the CSV body is not UTF-8: {exc.reason} at byte {exc.start}",
                       [{"field": "body", "rule": "csv_invalid", "message": "not UTF-8"}]) from None
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark (Excel writes one) is not part of the header
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
         if not header:
             raise _format_error("csv", "expected a header row with the column names, then one row per payment")
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise _format_error("csv", f"the header names {', '.join(map(repr, repeated))} more than once: "
+                                       "send each column once")
         rows = []
         for number, cells in enumerate(reader, start=1):
             if not cells:

@@ -15,7 +15,65 @@ from pathlib import Path
 
 from ..errors import LabError
 
-COMMAND = ["-m", "uvicorn", "mlops_lab.serving.app:app_from_env", "--factory", "--no-access-log"]
+HEADER_SECONDS = 10.0  # a request's headers must arrive within this (MLOPS_LAB_HEADER_SECONDS)
+COMMAND = ["-m", "uvicorn", "mlops_lab.serving.app:app_from_env", "--factory", "--no-access-log",
+           "--http", "mlops_lab.serving.server:H11WithHeaderTimeout"]
+
+
+def _header_timeout_protocol():
+    """uvicorn's h11 protocol, plus a time limit on a request's headers: uvicorn limits the idle time
+    between requests (keep-alive, 5 s) and the bodies' is the app's (app.py, MLOPS_LAB_BODY_SECONDS), but
+    a client that sends its headers a byte at a time (or opens a connection and says nothing) would hold
+    it for ever. Such a connection gets a 408 and is closed after HEADER_SECONDS."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class H11WithHeaderTimeout(H11Protocol):
+        _headers_timer = None
+
+        def _arm(self) -> None:
+            if self._headers_timer is None:
+                seconds = float(os.environ.get("MLOPS_LAB_HEADER_SECONDS") or HEADER_SECONDS)
+                self._headers_timer = self.loop.call_later(seconds, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._headers_timer is not None:
+                self._headers_timer.cancel()
+                self._headers_timer = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()  # a connection that says nothing is cut too
+
+        def data_received(self, data: bytes) -> None:
+            if self.conn.their_state is h11.IDLE:
+                self._arm()  # a request begins: its headers are on the clock
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:
+                self._disarm()  # the headers are in
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._disarm()  # keep-alive's own timeout takes over
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _headers_late(self) -> None:
+            self._headers_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n"
+                                     b"content-length: 0\r\nconnection: close\r\n\r\n")
+                self.transport.close()
+
+    return H11WithHeaderTimeout
+
+
+def __getattr__(name: str):
+    if name == "H11WithHeaderTimeout":  # built on first use: importing this module does not import uvicorn
+        return _header_timeout_protocol()
+    raise AttributeError(name)
 
 
 def _python() -> list[str]:
@@ -154,10 +212,15 @@ def start_server(
     prediction_log: str | Path | None = None,
     timeout: float = 120,
     env: dict | None = None,
+    drain_seconds: float = 0,
+    report=print,
 ) -> ServerHandle:
     """Start uvicorn serving the model from ``bundle`` (else the registry at ``alias``) on a free
     127.0.0.1 port, wait for ``/ready``, and return a handle. Raises LabError with the log tail if
-    the server cannot become ready."""
+    the server cannot become ready. With ``drain_seconds``, a SIGTERM (``stop()``) first turns ``/ready``
+    to 503 and keeps serving that long, as a pod does on Kubernetes. ``report`` (``print``; None for
+    silence) gets one line before the wait and one when the server is ready: starting takes 3-20 s (the
+    model loads and answers its serving example first)."""
     from .. import config
 
     port = port or free_port()
@@ -168,6 +231,7 @@ def start_server(
         "MLOPS_LAB_ADMIN_TOKEN": admin_token or "",
         "MLOPS_LAB_POLL_SECONDS": str(poll_seconds or ""),
         "MLOPS_LAB_PREDICTION_LOG": str(prediction_log or ""),
+        "MLOPS_LAB_DRAIN_SECONDS": str(drain_seconds or ""),
         "MLOPS_LAB_HOME": str(config.home()),
         # mlflow.set_registry_uri() exports MLFLOW_REGISTRY_URI into os.environ: without these, a server
         # started after another store was used in this process would inherit that store's registry
@@ -182,9 +246,14 @@ def start_server(
         process = subprocess.Popen([*_python(), *COMMAND, "--host", "127.0.0.1", "--port", str(port)],
                                    env=process_env, stdout=log_file, stderr=subprocess.STDOUT)
     handle = ServerHandle(process, f"http://127.0.0.1:{port}", log_path)
+    started = time.monotonic()
+    if report:
+        report(f"start_server: starting the API on {handle.url}; waiting until /ready answers (3-20 s)...")
     try:
         wait_until_ready(handle.url, timeout, alive=lambda: handle.running, logs=handle.logs)
     except LabError:
         handle.stop()
         raise
+    if report:
+        report(f"start_server: ready in {time.monotonic() - started:.1f} s")
     return handle
