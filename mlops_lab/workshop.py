@@ -8,14 +8,21 @@ Isolation uses basic-auth resource permissions, not ``--enable-workspaces``. Wor
 resources for *teams* and are a fallback layer on top of the same auth app; a learner is one user
 owning one experiment and one registered model, which is exactly a per-resource grant. So the
 auth app's ``default_permission`` is READ (everyone reads everything: the instructor's and the
-other learners' runs), and the instructor creates each learner's experiment ``cardguard-<id>`` and
-model ``cardguard-<id>`` up front and grants that learner MANAGE on them. Pre-creating matters: a
-resource's creator owns it, so nobody can claim another learner's names first.
+other learners' runs), and the instructor creates every experiment and model a lab makes for a
+learner (``learner_resources``: ``cardguard-<id>``, ``cardguard-<id>-loop``, ``cardguard-<id>-whatif``)
+up front and grants that learner MANAGE on them. Pre-creating matters: a resource's creator owns it,
+so nobody can claim another learner's names first.
+
+No secret is on a command line or in an environment we set: passwords live in 0600 files of the
+workshop folder (libpq reads the database's from ``pgpass``). ``start`` is idempotent: the same roster
+starts the same room (accounts, passwords, port); the login check is MLflow's, behind the auth app's
+own hook (:func:`authenticate`).
 
 Learners connect with environment variables only (``MLOPS_LAB_TRACKING_URI``,
 ``MLFLOW_TRACKING_USERNAME``, ``MLFLOW_TRACKING_PASSWORD``); ``config`` derives their names from
 the username. Every ``lab.check`` outcome lands on the learner's experiment as a tag, which
-:func:`status` reads; :func:`leaderboard` scores every champion on one common holdout itself.
+:func:`status` shows as self-reported beside what the server holds (runs, versions, aliases);
+:func:`leaderboard` scores every champion that fits the data contract on one common holdout itself.
 """
 
 from __future__ import annotations
@@ -40,16 +47,28 @@ from typing import TYPE_CHECKING
 
 from . import config
 from .errors import LabError
+from .tracking import (  # noqa: F401 - re-exported: workshop.<name> is the instructor's vocabulary
+    CHECK_TAG,
+    _learner_http,
+    explain,
+    record_check,
+    remote,
+    server_errors,
+)
+from .tracking import SERVER_TIMEOUT as _TIMEOUT
 
 if TYPE_CHECKING:
     import pandas as pd
 
 ADMIN = "instructor"
-CHECK_TAG = "mlops_lab.check."  # + exercise id, on the learner's experiment
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
-# A busy server (a room training at once) can take seconds to answer; a down one refuses at once.
-_TIMEOUT = {"timeout": 20.0, "connect": 3.0}
 PG_LIB = Path("/usr/lib/postgresql")  # Debian's versioned server binaries: PG_LIB/<major>/bin
+# Sized by benchmarks/tracking.py at 30 learners (docs/workshops.md §4): server workers, and the SQLAlchemy
+# pool each worker keeps per store (tracking, registry and auth stores share the database).
+WORKERS = 2
+POOL_SIZE = 5
+MAX_OVERFLOW = 5
+PG_MAX_CONNECTIONS = 200
 
 
 def workshop_dir() -> Path:
@@ -124,6 +143,8 @@ def _as_postgres() -> list[str]:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # as the servers bind: a stopped server's connections in TIME_WAIT do not hold the port, a listener does
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -146,37 +167,52 @@ def _run(cmd: list[str], what: str, log: Path | None = None) -> None:
                        "if it persists, delete the workshop folder's postgres/ directory to start a fresh cluster.")
 
 
+def _postgres_running(bin_dir: Path, data: Path, as_pg: list[str]) -> bool:
+    return subprocess.run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "status"],
+                          capture_output=True).returncode == 0
+
+
 def start_postgres(root: Path, port: int | None = None) -> dict:
-    """Initialise (once) and start a local PostgreSQL cluster in ``root/postgres``; return its settings."""
+    """Initialise (once) and start a local PostgreSQL cluster in ``root/postgres``; return its settings.
+
+    No secret leaves a 0600 file: the URI carries no password, libpq reads it from ``root/pgpass``
+    (``PGPASSFILE``), so neither ``ps`` nor a process environment shows it. A cluster that is already
+    running (a server that crashed and left it up) is used as it is."""
     bin_dir, as_pg = postgres_bin(), _as_postgres()
     data, log = root / "postgres", root / "postgres.log"
-    port = port or _free_port()
-    if not _port_free(port):
-        raise LabError(f"Port {port} on 127.0.0.1 is already taken, so PostgreSQL cannot listen there. Pick "
-                       "another with --db-port, or leave it out to take a free one.")
     password_file = root / "postgres.password"
-    if not (data / "PG_VERSION").exists():
-        data.mkdir(parents=True, exist_ok=True)
-        password_file.write_text(secrets.token_urlsafe(18) + "\n")
-        password_file.chmod(0o600)
-        if as_pg:
+    if (data / "PG_VERSION").exists() and _postgres_running(bin_dir, data, as_pg):
+        port = port or int((data / "postmaster.pid").read_text().splitlines()[3])
+    else:
+        port = port or _free_port()
+        if not _port_free(port):
+            raise LabError(f"Port {port} on 127.0.0.1 is already taken, so PostgreSQL cannot listen there. Stop "
+                           "whatever holds it, or delete `postgres_port` from the workshop's state.json to take "
+                           "another.")
+        if not (data / "PG_VERSION").exists():
+            data.mkdir(parents=True, exist_ok=True)
+            password_file.write_text(secrets.token_urlsafe(18) + "\n")
+            password_file.chmod(0o600)
+            if as_pg:
+                log.touch()
+                for p in (data, password_file, log):
+                    shutil.chown(p, "postgres", "postgres")
+                probe = subprocess.run([*as_pg, "test", "-w", str(data)], capture_output=True)
+                if probe.returncode:
+                    raise LabError(f"The 'postgres' user cannot reach {data} (a parent folder is private to root). "
+                                   "Choose a workshop folder it can traverse, e.g. `--dir /srv/workshop`, or "
+                                   "`chmod o+x` the parent folders.")
+            _run([*as_pg, str(bin_dir / "initdb"), "-D", str(data), "-U", "mlflow", "-A", "scram-sha-256",
+                  f"--pwfile={password_file}", "-E", "UTF8", "--locale=C"], "initdb")
+        elif as_pg and not log.exists():
             log.touch()
-            for p in (data, password_file, log):
-                shutil.chown(p, "postgres", "postgres")
-            probe = subprocess.run([*as_pg, "test", "-w", str(data)], capture_output=True)
-            if probe.returncode:
-                raise LabError(f"The 'postgres' user cannot reach {data} (a parent folder is private to root). "
-                               "Choose a workshop folder it can traverse, e.g. `--dir /srv/workshop`, or "
-                               "`chmod o+x` the parent folders.")
-        _run([*as_pg, str(bin_dir / "initdb"), "-D", str(data), "-U", "mlflow", "-A", "scram-sha-256",
-              f"--pwfile={password_file}", "-E", "UTF8", "--locale=C"], "initdb")
-    elif as_pg and not log.exists():
-        log.touch()
-        shutil.chown(log, "postgres", "postgres")
+            shutil.chown(log, "postgres", "postgres")
+        # max_connections: every server worker holds up to POOL_SIZE + MAX_OVERFLOW connections per store
+        _run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
+              f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={data} "
+              f"-c max_connections={PG_MAX_CONNECTIONS}", "start"], "Starting PostgreSQL", log)
     password = password_file.read_text().strip()
-    _run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-          f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={data}", "start"],
-         "Starting PostgreSQL", log)
+    pgpass = _write_private(root / "pgpass", f"127.0.0.1:{port}:*:mlflow:{password}\n")
     import psycopg2
 
     conn = psycopg2.connect(host="127.0.0.1", port=port, user="mlflow", password=password, dbname="postgres")
@@ -189,7 +225,36 @@ def start_postgres(root: Path, port: int | None = None) -> dict:
     finally:
         conn.close()
     return {"data": str(data), "port": port, "bin": str(bin_dir), "as_postgres": bool(as_pg),
-            "uri": f"postgresql+psycopg2://mlflow:{password}@127.0.0.1:{port}/mlflow"}
+            "uri": f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow", "pgpass": str(pgpass)}
+
+
+def _write_private(path: Path, text: str) -> Path:
+    """Write a secret: the file is 0600 before the secret is in it."""
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+    return path
+
+
+def database_uri_without_password(uri: str, root: Path) -> tuple[str, Path | None]:
+    """A PostgreSQL URI given with a password: the password moves to ``root/pgpass`` (0600, read by
+    libpq through ``PGPASSFILE``) and the URI handed to ``mlflow server`` carries none."""
+    from sqlalchemy.engine import URL, make_url
+
+    if not uri.startswith("postgresql"):
+        raise LabError(f"--database-uri must be a PostgreSQL URI (postgresql://user@host:port/db), not "
+                       f"{uri.split(':')[0]}: SQLite locks under a room of writers.")
+    url = make_url(uri)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    if not url.password:
+        return url.render_as_string(hide_password=False), None
+    entry = ":".join(str(x).replace("\\", "\\\\").replace(":", "\\:")
+                     for x in (url.host or "localhost", url.port or 5432, url.database or "*", url.username or "*",
+                               url.password))
+    pgpass = _write_private(root / "pgpass", entry + "\n")
+    bare = URL.create(url.drivername, url.username, None, url.host, url.port, url.database, url.query)
+    return bare.render_as_string(hide_password=False), pgpass
 
 
 def stop_postgres(pg: dict) -> None:
@@ -201,17 +266,41 @@ def stop_postgres(pg: dict) -> None:
 # --------------------------------------------------------------------------- the server
 
 
+def server_environment(pgpass: str | Path | None = None) -> dict[str, str]:
+    """The environment ``mlflow server`` runs with: the pool sizes above, libpq's password file, and
+    no secret (passwords stay in 0600 files; a process's environment is readable by its user)."""
+    drop = ("PGPASSWORD", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_BACKEND_STORE_URI")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=str(POOL_SIZE), MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW=str(MAX_OVERFLOW))
+    if pgpass:
+        env["PGPASSFILE"] = str(pgpass)
+    return env
+
+
+
 def _state_file(root: Path) -> Path:
     return root / "state.json"
 
 
-def _load_state(root: Path | None = None) -> dict:
+def _load_state(root: str | Path | None = None) -> dict:
     root = Path(root or workshop_dir())
     try:
         return json.loads(_state_file(root).read_text())
     except (OSError, ValueError):
         raise LabError(f"No workshop server was started from {root}. Start one with "
                        "`mlops-lab workshop server --roster roster.csv` (or pass the folder with --dir).") from None
+
+
+def _save_state(root: Path, state: dict) -> None:
+    _write_private(_state_file(root), json.dumps(state, indent=1))
+
+
+def _proc_stat(pid: int | str) -> list[str] | None:
+    """State, parent and process group of a process, from /proc (None when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def _alive(pid: int | None) -> bool:
@@ -221,7 +310,39 @@ def _alive(pid: int | None) -> bool:
         os.kill(pid, 0)
     except OSError:
         return False
-    return True
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z"  # a zombie (killed, not yet reaped) is not running
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of the server's process group that are MLflow's (its uvicorn workers
+    outlive a SIGKILLed ``mlflow server`` and keep its port); none when the group id was reused."""
+    members = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        stat = _proc_stat(stat_file.parent.name)
+        if stat and stat[0] != "Z" and int(stat[2]) == pgid:
+            members.append(int(stat_file.parent.name))
+    try:
+        ours = any(b"mlflow" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in members)
+    except OSError:
+        ours = True
+    return members if ours else []
+
+
+def _end_group(pgid: int, seconds: float = 20) -> None:
+    """SIGTERM the server's process group, then SIGKILL what is left; reap our own child."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not _group(pgid):
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and _group(pgid):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pgid, os.WNOHANG)
+            time.sleep(0.2)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)
 
 
 class Admin:
@@ -234,7 +355,14 @@ class Admin:
         self.http = httpx.Client(base_url=self.uri, auth=(username, password), timeout=30)
 
     def call(self, method: str, endpoint: str, ok: tuple[str, ...] = (), version: str = "2.0", **kwargs) -> dict:
-        response = self.http.request(method, f"/api/{version}/mlflow/{endpoint}", **kwargs)
+        import httpx
+
+        try:
+            response = self.http.request(method, f"/api/{version}/mlflow/{endpoint}", **kwargs)
+        except httpx.TransportError as exc:
+            raise LabError(f"The workshop server {self.uri} does not answer ({type(exc).__name__}): it is not "
+                           "running. Start it again with `mlops-lab workshop server --roster <the same roster>`: "
+                           "same accounts, passwords and address.") from None
         if response.status_code >= 400:
             try:
                 code = response.json().get("error_code", "")
@@ -264,25 +392,91 @@ class Admin:
                     os.environ[k] = v
 
 
+# ------------------------------------------------- the server's login check (runs inside mlflow server)
+
+LOGIN_FAILURES = 5  # wrong passwords for one account from one address within LOGIN_WINDOW s: then 429
+LOGIN_WINDOW = 60.0
+_ADMIN_ONLY = ("/mlflow/users/list",)  # MLflow lets any account list every user; in a room only the instructor
+
+
+@contextlib.contextmanager
+def _login_failures():
+    """Failed logins as {"user address": [times]}, shared by every server worker: a 0600 JSON file beside
+    the server's basic_auth.ini, read and written under an exclusive lock (rewritten only when changed)."""
+    import fcntl
+
+    path = Path(os.environ.get("MLFLOW_AUTH_CONFIG_PATH") or workshop_dir() / "basic_auth.ini")
+    fd = os.open(path.with_name("login_failures.json"), os.O_RDWR | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        text = f.read()
+        try:
+            failures = json.loads(text) if text else {}
+        except ValueError:
+            failures = {}
+        before = json.dumps(failures, sort_keys=True)
+        yield failures
+        after = json.dumps(failures, sort_keys=True)
+        if after != before:
+            f.seek(0)
+            f.truncate()
+            f.write(after)
+
+
+def authenticate():
+    """The workshop server's ``authorization_function`` (basic_auth.ini): MLflow's own basic-auth
+    check, plus what a room needs. Any scheme but Basic gets 401 (MLflow's cached check fails with
+    500 on ``Bearer``); after LOGIN_FAILURES wrong passwords for one account from one address within
+    LOGIN_WINDOW seconds, 429 until the window has passed, across all server workers; listing the
+    users is for the instructor only."""
+    from flask import make_response, request
+    from mlflow.server import auth
+
+    given = request.authorization
+    if given is None or (given.type or "").lower() != "basic" or not given.username or given.password is None:
+        return auth.make_basic_auth_response()
+    key, now = f"{given.username} {request.remote_addr or ''}", time.time()
+    with _login_failures() as failures:
+        recent = [t for t in failures.pop(key, []) if now - t < LOGIN_WINDOW]
+        if recent:
+            failures[key] = recent
+    if len(recent) >= LOGIN_FAILURES:
+        wait = int(LOGIN_WINDOW - (now - recent[0])) + 1
+        response = make_response(f"Too many wrong passwords for {given.username!r} from this address: wait "
+                                 f"{wait} s, then copy the password again from the instructor's handout.", 429)
+        response.headers["Retry-After"] = str(wait)
+        return response
+    result = auth.authenticate_request_basic_auth()
+    if getattr(result, "status_code", None) == 401:
+        with _login_failures() as failures:
+            failures.setdefault(key, []).append(now)
+        return result
+    if request.path.endswith(_ADMIN_ONLY) and not auth.store.get_user(given.username).is_admin:
+        return auth.make_forbidden_response()
+    return result
+
+
 def _write_auth_config(root: Path, database_uri: str, admin_password: str) -> Path:
-    ini = root / "basic_auth.ini"
-    ini.write_text("[mlflow]\n"
-                   "# everyone reads everything; each learner manages only their own experiment and model\n"
-                   "default_permission = READ\n"
-                   f"database_uri = {database_uri}\n"
-                   f"admin_username = {ADMIN}\n"
-                   f"admin_password = {admin_password}\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-                   "# PBKDF2 per request costs ~1 s on a busy machine; cache a checked password for a minute\n"
-                   "auth_cache_ttl_seconds = 60\n")
-    ini.chmod(0o600)
-    return ini
+    return _write_private(root / "basic_auth.ini", (
+        "[mlflow]\n"
+        "# everyone reads everything; each learner manages only their own experiments and models\n"
+        "default_permission = READ\n"
+        "# no password here: libpq reads it from the pgpass file (PGPASSFILE)\n"
+        f"database_uri = {database_uri}\n"
+        f"admin_username = {ADMIN}\n"
+        f"admin_password = {admin_password}\n"
+        "# MLflow's basic auth, plus 401 for other schemes, failed-login throttling, users listed to admins only\n"
+        "authorization_function = mlops_lab.workshop:authenticate\n"
+        "# PBKDF2 per request costs ~1 s on a busy machine; cache a checked password for a minute\n"
+        "auth_cache_ttl_seconds = 60\n"))
 
 
-def _wait_healthy(uri: str, proc: subprocess.Popen, log: Path, seconds: float = 300) -> None:
+def _wait_healthy(uri: str, proc: subprocess.Popen, log: Path, seconds: float = 300,
+                  report: Callable[[str], None] | None = None) -> None:
     import httpx
 
-    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    deadline, said = start + seconds, start
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = " / ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
@@ -292,93 +486,152 @@ def _wait_healthy(uri: str, proc: subprocess.Popen, log: Path, seconds: float = 
                 return
         except httpx.HTTPError:
             pass
+        if report and time.monotonic() - said > 10:
+            said = time.monotonic()
+            report(f"  ... waiting for mlflow server's workers ({said - start:.0f} s; log: {log})")
         time.sleep(0.5)
     raise LabError(f"mlflow server did not answer {uri}/health within {seconds:.0f} s. Its log: {log}.")
 
 
+def learner_resources(learner_id: str) -> list[tuple[str, str]]:
+    """(resource type, name) of every experiment and registered model the labs create for one learner:
+    created and granted ahead by the server, so nobody can claim another learner's name first."""
+    base = f"{config.MODEL_NAME}-{learner_id}"
+    return ([("experiment", base + suffix) for suffix in config.EXPERIMENTS.values()]
+            + [("registered_model", base + suffix) for suffix in config.MODELS.values()])
+
+
+def _address(address: str | None, port: int) -> tuple[str, str, list[str]]:
+    """The room's address -> (URL learners use, host to bind, Host headers MLflow may accept)."""
+    from urllib.parse import urlsplit
+
+    url = (address or f"http://127.0.0.1:{port}").rstrip("/")
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LabError(f"--address {address!r} is not a URL: give the address learners will use, e.g. "
+                       "http://room.example.org:5000 (their handout and the server's allowed Host headers).")
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    hosts = [f"127.0.0.1:{port}", f"localhost:{port}", parts.netloc]
+    if parts.port is None:
+        hosts.append(f"{parts.hostname}:{443 if parts.scheme == 'https' else 80}")
+    return f"{parts.scheme}://{parts.netloc}", "127.0.0.1" if loopback else "0.0.0.0", list(dict.fromkeys(hosts))
+
+
 def start(roster: str | Path, root: str | Path | None = None, database_uri: str | None = None,
-          port: int | None = None, workers: int = 2, report: Callable[[str], None] = print) -> dict:
-    """Start the workshop's MLflow server and create the roster's accounts; return the state."""
+          port: int | None = None, workers: int = WORKERS, address: str | None = None,
+          reset_passwords: bool = False, report: Callable[[str], None] = print) -> dict:
+    """Start the workshop's MLflow server and create the roster's accounts; return the state.
+
+    Idempotent: the same roster starts the same room from the workshop folder (accounts, passwords,
+    permissions, port and address kept there); learners new to the roster are added; a learner left
+    off the roster keeps their account. Passwords change only with ``reset_passwords``."""
     learners = read_roster(roster)
     root = Path(root or workshop_dir()).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    if _state_file(root).exists():
-        old = _load_state(root)
-        if _alive(old.get("pid")):
-            raise LabError(f"A workshop server from {root} is already running at {old['uri']}. Stop it first with "
-                           "`mlops-lab workshop stop`.")
-    if port is not None and not _port_free(port):
-        raise LabError(f"Port {port} on 127.0.0.1 is already taken. Pick another with --port, or leave --port "
-                       "out to take a free one.")
-    port = port or _free_port()
-    pg = None
+    old = _load_state(root) if _state_file(root).exists() else {}
+    if _alive(old.get("pid")):
+        raise LabError(f"A workshop server from {root} is already running at {old['uri']}. To add learners or "
+                       "reset passwords, stop it first (`mlops-lab workshop stop`), then run the same command again.")
+    if old.get("pid"):
+        _end_group(old["pid"])  # a crashed server's workers may still hold its port
+    port = port or old.get("port") or _free_port()
+    if not _port_free(port):
+        kept = " (the room's port, kept from the last start so handed-out addresses stay valid)" \
+            if port == old.get("port") else ""
+        raise LabError(f"Port {port} on 127.0.0.1 is already taken{kept}. Stop what holds it, or pick another with "
+                       "--port (then hand out the new address).")
+    address, host, allowed_hosts = _address(address or old.get("address"), port)
+    pg, pgpass = None, None
+    database_uri = database_uri or old.get("database_uri")
     if database_uri is None:
-        pg = start_postgres(root)
-        database_uri = pg["uri"]
-    elif not database_uri.startswith("postgresql"):
-        raise LabError(f"--database-uri must be a PostgreSQL URI (postgresql://user:password@host:port/db), "
-                       f"not {database_uri.split(':')[0]}: SQLite locks under a room of writers.")
-    admin_password = secrets.token_urlsafe(18)
-    previous = root / "admin.password"
-    if previous.exists():  # the auth database keeps the first admin password
-        admin_password = previous.read_text().strip()
-    previous.write_text(admin_password + "\n")
-    previous.chmod(0o600)
+        pg = start_postgres(root, port=(old.get("postgres") or {}).get("port"))
+        database_uri, pgpass = pg["uri"], pg["pgpass"]
+    else:
+        database_uri, pgpass = database_uri_without_password(database_uri, root)
+        if pgpass:
+            report(f"The database password now lives in {root / 'pgpass'} (0600), not in the URI the server sees. "
+                   "It was on your own command line: next time give the URI without it.")
+        elif (root / "pgpass").exists():
+            pgpass = root / "pgpass"
+    admin_file = root / "admin.password"
+    # the auth database keeps the first admin password: never change it here
+    admin_password = admin_file.read_text().strip() if admin_file.exists() else secrets.token_urlsafe(18)
+    _write_private(admin_file, admin_password + "\n")
     ini = _write_auth_config(root, database_uri, admin_password)
     (root / "artifacts").mkdir(exist_ok=True)
+    everyone = {r["id"]: Learner(**r) for r in old.get("roster", [])}
+    new = [learner for learner in learners if learner.id not in everyone]
+    everyone.update({learner.id: learner for learner in learners})
     uri = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+    env = {**server_environment(pgpass), "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+           # MLflow requires one; it signs the UI's form tokens only (learners use Basic auth, no session)
            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
     log = root / "mlflow-server.log"
     mlflow_cmd = Path(sys.executable).parent / "mlflow"
     cmd = [str(mlflow_cmd) if mlflow_cmd.exists() else "mlflow", "server",
            "--backend-store-uri", database_uri, "--serve-artifacts",
            "--artifacts-destination", str(root / "artifacts"), "--app-name", "basic-auth",
-           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+           "--host", host, "--port", str(port), "--workers", str(workers),
+           "--allowed-hosts", ",".join(allowed_hosts), "--cors-allowed-origins", address,
            # a busy machine imports a worker slowly; uvicorn's 5 s health check would kill it in a loop
            "--uvicorn-opts", "--timeout-worker-healthcheck 120"]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    state = {"uri": uri, "pid": proc.pid, "postgres": pg, "admin": {"username": ADMIN, "password": admin_password},
-             "roster": [learner.__dict__ for learner in learners], "started": time.time(), "log": str(log)}
-    _state_file(root).write_text(json.dumps(state, indent=1))
-    _state_file(root).chmod(0o600)
+    state = {"uri": uri, "address": address, "port": port, "pid": proc.pid, "postgres": pg,
+             "database_uri": None if pg else database_uri, "admin": {"username": ADMIN, "password": admin_password},
+             "roster": [learner.__dict__ for learner in everyone.values()], "started": time.time(), "log": str(log)}
+    _save_state(root, state)
+    report(f"Starting mlflow server on {uri} ({workers} workers; log: {log}) ...")
     try:
-        _wait_healthy(uri, proc, log)
-        credentials = add_learners(state, learners)
+        _wait_healthy(uri, proc, log, report=report)
+        kept = {} if reset_passwords else _read_credentials(root)
+        credentials = add_learners(state, list(everyone.values()), kept, report=report)
     except BaseException:
         stop(root, report=lambda _: None)
         raise
-    handout = _write_handout(root, uri, credentials)
-    report(f"Workshop server: {uri} (PostgreSQL backend, artifact proxy, basic auth), {len(learners)} learners.")
-    report(f"Credentials to hand out: {handout}. A learner connects with three variables, e.g.:")
+    handout = _write_handout(root, address, credentials)
+    changed = [learner.id for learner, _ in credentials if learner.id not in kept]
+    report(f"Workshop server: {address} (PostgreSQL backend, artifact proxy, basic auth), {len(everyone)} learners"
+           + (f", {len(new)} new: {', '.join(learner.id for learner in new)}" if old and new else "") + ".")
+    report(f"Credentials to hand out: {handout}" + (f" (new passwords: {', '.join(changed)}; the others are "
+                                                    "unchanged)" if old and changed else "")
+           + ". A learner connects with three variables, e.g.:")
     first = credentials[0]
-    report(f"  export MLOPS_LAB_TRACKING_URI={uri} MLFLOW_TRACKING_USERNAME={first[0].id} "
+    report(f"  export MLOPS_LAB_TRACKING_URI={address} MLFLOW_TRACKING_USERNAME={first[0].id} "
            f"MLFLOW_TRACKING_PASSWORD={first[1]}")
     report("Then `mlops-lab doctor` checks the connection. `mlops-lab workshop status` shows the room; "
-           "`mlops-lab workshop stop` stops the server.")
+           "`mlops-lab workshop stop` stops the server; the same `workshop server` command starts the same room.")
     return state
 
 
-def add_learners(state: dict, learners: list[Learner]) -> list[tuple[Learner, str]]:
-    """Create each learner's account, experiment and model, and give them MANAGE on those two only."""
+def add_learners(state: dict, learners: list[Learner], passwords: dict[str, str] | None = None,
+                 report: Callable[[str], None] = print) -> list[tuple[Learner, str]]:
+    """Create each learner's account, experiments and models (``learner_resources``), and give them
+    MANAGE on those only. Idempotent: a learner in ``passwords`` keeps that password; anyone else
+    gets a new one (a new account, or ``--reset-passwords``)."""
     admin = Admin(state["uri"], **state["admin"])
+    passwords = passwords or {}
     made = []
-    for learner in learners:
-        password = secrets.token_urlsafe(12)
-        if admin.call("POST", "users/create", ok=("RESOURCE_ALREADY_EXISTS",),
-                      json={"username": learner.id, "password": password}) == {}:
+    for n, learner in enumerate(learners, start=1):
+        if n % 10 == 0:
+            report(f"  ... accounts {n}/{len(learners)}")
+        password = passwords.get(learner.id) or secrets.token_urlsafe(12)
+        created = admin.call("POST", "users/create", ok=("RESOURCE_ALREADY_EXISTS",),
+                             json={"username": learner.id, "password": password})
+        if not created and learner.id not in passwords:
             admin.call("PATCH", "users/update-password", json={"username": learner.id, "password": password})
-        name = f"{config.MODEL_NAME}-{learner.id}"
-        experiment = admin.call("GET", "experiments/get-by-name", ok=("RESOURCE_DOES_NOT_EXIST",),
-                                params={"experiment_name": name})
-        experiment_id = (experiment.get("experiment", {}).get("experiment_id")
-                         or admin.call("POST", "experiments/create", json={"name": name})["experiment_id"])
-        admin.call("POST", "experiments/set-experiment-tag",
-                   json={"experiment_id": experiment_id, "key": "mlops_lab.learner", "value": learner.name})
-        admin.call("POST", "registered-models/create", ok=("RESOURCE_ALREADY_EXISTS",), json={"name": name})
-        for kind, resource in (("experiment", experiment_id), ("registered_model", name)):
-            admin.call("POST", "users/permissions/grant", version="3.0", json={
+        for kind, name in learner_resources(learner.id):
+            if kind == "experiment":
+                found = admin.call("GET", "experiments/get-by-name", ok=("RESOURCE_DOES_NOT_EXIST",),
+                                   params={"experiment_name": name})
+                resource = (found.get("experiment", {}).get("experiment_id")
+                            or admin.call("POST", "experiments/create", json={"name": name})["experiment_id"])
+                admin.call("POST", "experiments/set-experiment-tag",
+                           json={"experiment_id": resource, "key": "mlops_lab.learner", "value": learner.name})
+            else:
+                admin.call("POST", "registered-models/create", ok=("RESOURCE_ALREADY_EXISTS",), json={"name": name})
+                resource = name
+            admin.call("POST", "users/permissions/grant", version="3.0", ok=("RESOURCE_ALREADY_EXISTS",), json={
                 "username": learner.id, "resource_type": kind, "resource_id": resource, "permission": "MANAGE"})
         made.append((learner, password))
     return made
@@ -386,6 +639,8 @@ def add_learners(state: dict, learners: list[Learner]) -> list[tuple[Learner, st
 
 def _write_handout(root: Path, uri: str, credentials: list[tuple[Learner, str]]) -> Path:
     handout = root / "credentials.csv"
+    handout.touch(mode=0o600, exist_ok=True)
+    handout.chmod(0o600)
     with open(handout, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "name", "password", "connect"])
@@ -393,8 +648,14 @@ def _write_handout(root: Path, uri: str, credentials: list[tuple[Learner, str]])
             writer.writerow([learner.id, learner.name, password,
                              f"export MLOPS_LAB_TRACKING_URI={uri} MLFLOW_TRACKING_USERNAME={learner.id} "
                              f"MLFLOW_TRACKING_PASSWORD={password}"])
-    handout.chmod(0o600)
     return handout
+
+
+def _read_credentials(root: Path) -> dict[str, str]:
+    try:
+        return credentials(root)
+    except (OSError, KeyError):
+        return {}
 
 
 def credentials(root: str | Path | None = None) -> dict[str, str]:
@@ -408,98 +669,17 @@ def stop(root: str | Path | None = None, report: Callable[[str], None] = print) 
     """Stop the workshop's MLflow server and its local PostgreSQL (the data stays for next time)."""
     root = Path(root or workshop_dir()).resolve()
     state = _load_state(root)
-    pid = state.get("pid")
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while _alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    break
-            time.sleep(0.2)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+    if state.get("pid"):
+        _end_group(state["pid"])
     if state.get("postgres"):
         stop_postgres(state["postgres"])
     state["pid"] = None
-    _state_file(root).write_text(json.dumps(state, indent=1))
-    report(f"Workshop server {state['uri']} stopped; its database and artifacts stay in {root}.")
+    _save_state(root, state)
+    report(f"Workshop server {state.get('address', state['uri'])} stopped; its accounts, database and artifacts "
+           f"stay in {root}: the same `workshop server` command starts the same room again.")
 
 
 # --------------------------------------------------------------------------- learner side
-
-
-def remote() -> bool:
-    """True when the tracking URI is an HTTP server (a workshop), not a local store."""
-    return config.tracking_uri().startswith(("http://", "https://"))
-
-
-def explain(exc: BaseException, action: str) -> str | None:
-    """The fix for an error from the workshop server, or None when it is not one we know."""
-    text = f"{type(exc).__name__}: {exc}"
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "(no MLFLOW_TRACKING_USERNAME)"
-    uri = config.tracking_uri()
-    if "403" in text or "PERMISSION_DENIED" in text:
-        return (f"The workshop server refused to let you ({user}) {action} (403 Forbidden). You may change only "
-                f"your own experiment {config.experiment_name()!r} and model {config.model_name()!r}; the other "
-                "learners' are read-only for you. Leave out name=..., so the lab functions use your own names.")
-    if "401" in text or "UNAUTHENTICATED" in text or "not authenticated" in text:
-        return (f"The workshop server {uri} did not accept the user name and password ({user}): 401 Unauthorized. "
-                "Copy MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD again from the instructor's handout, "
-                "restart the kernel, and check with `lab.doctor()`.")
-    if any(s in text for s in ("Max retries", "Connection refused", "ConnectError", "ConnectionError",
-                               "Failed to establish", "timed out")):
-        return (f"The workshop server {uri} does not answer, so it could not {action}. Your work in this notebook "
-                "is safe; ask the instructor whether the server is up, then run the cell again.")
-    return None
-
-
-@contextlib.contextmanager
-def server_errors(action: str):
-    """Turn a 401, 403 or unreachable workshop server into one LabError that says what to do."""
-    try:
-        yield
-    except LabError:
-        raise
-    except Exception as exc:
-        message = explain(exc, action) if remote() else None
-        if message is None:
-            raise
-        raise LabError(message) from None
-
-
-def _learner_http():
-    import httpx
-
-    auth = (os.environ.get("MLFLOW_TRACKING_USERNAME", ""), os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
-    return httpx.Client(base_url=config.tracking_uri().rstrip("/"), auth=auth, timeout=httpx.Timeout(**_TIMEOUT))
-
-
-def record_check(id: str, status: str, report: Callable[[str], None] = print) -> bool:
-    """Record a check's outcome as tags on the learner's experiment. Never raises: the verdict was
-    already shown, and a server that is down must not break the learner's notebook."""
-    if not remote():
-        return False
-    now = f"{time.time():.0f}"
-    try:
-        with _learner_http() as http:
-            got = http.get("/api/2.0/mlflow/experiments/get-by-name",
-                           params={"experiment_name": config.experiment_name()})
-            got.raise_for_status()
-            experiment = got.json()["experiment"]
-            tags = {t["key"]: t["value"] for t in experiment.get("tags", [])}
-            new = {f"{CHECK_TAG}{id}": f"{status}@{now}"}
-            if status == "correct" and f"mlops_lab.correct.{id}" not in tags:
-                new[f"mlops_lab.correct.{id}"] = now
-            for key, value in new.items():
-                http.post("/api/2.0/mlflow/experiments/set-experiment-tag", json={
-                    "experiment_id": experiment["experiment_id"], "key": key, "value": value}).raise_for_status()
-        return True
-    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the learner keeps working
-        why = explain(exc, "record this check") or f"{type(exc).__name__}: {str(exc)[:120]}"
-        report(f"(Not recorded on the workshop server: {why} Your verdict and local progress are kept.)")
-        return False
 
 
 def check_connection() -> list[tuple[str, bool, str]]:
@@ -549,98 +729,192 @@ def check_connection() -> list[tuple[str, bool, str]]:
 
 
 def _admin(root: str | Path | None = None) -> tuple[Admin, dict]:
+    """The instructor's account on the running server; a server that is down says so in one line."""
     state = _load_state(root)
+    if not _alive(state.get("pid")) and not _answers(state["uri"]):
+        raise LabError(f"The workshop server {state.get('address', state['uri'])} is down"
+                       f"{' (stopped)' if state.get('pid') is None else ' (its process has ended)'}. Start it "
+                       "again with `mlops-lab workshop server --roster <the same roster>`: same accounts, "
+                       "passwords and address.")
     return Admin(state["uri"], **state["admin"]), state
 
 
+def _answers(uri: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{uri}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _search_runs(admin: Admin, experiment_id: str | None) -> list[dict]:
+    if experiment_id is None:
+        return []
+    return admin.call("POST", "runs/search", json={
+        "experiment_ids": [experiment_id], "max_results": 1000,
+        "order_by": ["attributes.start_time DESC"]}).get("runs", [])
+
+
 def status(root: str | Path | None = None, now: float | None = None) -> pd.DataFrame:
-    """One row per learner: last lab reached, exercises correct / incorrect / not attempted, runs,
-    champion, and minutes since their last activity (checks and runs recorded on the server)."""
+    """One row per learner. What the server holds, which a learner cannot claim without doing it:
+    ``lab`` (2: runs logged; 3: a champion alias; 8: lab 08's loop retrained), ``runs``, ``versions``
+    registered, the ``champion`` and ``challenger`` versions, ``loop_runs``; scores on the common
+    holdout are the leaderboard's. What each learner's notebook reports (``lab.check`` outcomes, tags
+    they could also set by hand) is kept apart, in the ``reported_*`` columns. ``idle_min``: minutes
+    since the last activity of either kind."""
     import pandas as pd
 
     from .exercises import all_exercises
 
     admin, state = _admin(root)
-    total = len(all_exercises())
+    exercises = set(all_exercises())
     now = now or time.time()
     rows = []
     for learner in state["roster"]:
-        name = f"{config.MODEL_NAME}-{learner['id']}"
-        experiment = admin.call("GET", "experiments/get-by-name", params={"experiment_name": name})["experiment"]
+        (_, name), (_, loop_name) = learner_resources(learner["id"])[:2]
+        experiment = admin.call("GET", "experiments/get-by-name", ok=("RESOURCE_DOES_NOT_EXIST",),
+                                params={"experiment_name": name}).get("experiment", {})
+        loop = admin.call("GET", "experiments/get-by-name", ok=("RESOURCE_DOES_NOT_EXIST",),
+                          params={"experiment_name": loop_name}).get("experiment", {})
         tags = {t["key"]: t["value"] for t in experiment.get("tags", [])}
         checks = {k.removeprefix(CHECK_TAG): v.split("@") for k, v in tags.items() if k.startswith(CHECK_TAG)}
+        checks = {k: v for k, v in checks.items() if len(v) == 2 and _number(v[1]) is not None}
         correct = {k.removeprefix("mlops_lab.correct.") for k in tags if k.startswith("mlops_lab.correct.")}
         incorrect = {k for k, (s, _) in checks.items() if s == "incorrect" and k not in correct}
-        runs = admin.call("POST", "runs/search", json={
-            "experiment_ids": [experiment["experiment_id"]], "max_results": 1000,
-            "order_by": ["attributes.start_time DESC"]}).get("runs", [])
-        champion = admin.call("GET", "registered-models/alias", ok=("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"),
-                              params={"name": name, "alias": "champion"}).get("model_version", {})
-        times = [float(t) for _, t in checks.values()]
-        times += [int(r["info"].get("end_time") or r["info"]["start_time"]) / 1000 for r in runs[:1]]
-        labs = [int(k.split(".")[0]) for k, (s, _) in checks.items() if s != "not attempted"]
-        labs += [2] * bool(runs) + [3] * bool(champion)
-        rows.append({"learner": learner["id"], "name": learner["name"],
-                     "last_lab": max(labs) if labs else None, "correct": len(correct),
-                     "incorrect": len(incorrect), "not_attempted": total - len(correct) - len(incorrect),
-                     "runs": len(runs), "champion": champion.get("version"),
+        runs = _search_runs(admin, experiment.get("experiment_id"))
+        loop_runs = _search_runs(admin, loop.get("experiment_id"))
+        versions = admin.call("GET", "model-versions/search", params={"filter": f"name = '{name}'",
+                                                                         "max_results": 1000}).get("model_versions", [])
+        aliases = {}
+        for alias in ("champion", "challenger"):
+            aliases[alias] = admin.call("GET", "registered-models/alias", ok=(
+                "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"), params={"name": name, "alias": alias}
+            ).get("model_version", {}).get("version")
+        times = [_number(t) for _, t in checks.values()]
+        times += [int(r["info"].get("end_time") or r["info"]["start_time"]) / 1000 for r in (runs + loop_runs)[:1]]
+        times += [int(v.get("last_updated_timestamp") or v["creation_timestamp"]) / 1000 for v in versions]
+        times = [t for t in times if t is not None and t <= now + 60]
+        reported = [int(k.split(".")[0]) for k, (s, _) in checks.items() if s != "not attempted" and k in exercises]
+        lab = [2] * bool(runs) + [3] * bool(aliases["champion"]) + [8] * bool(loop_runs)
+        rows.append({"learner": learner["id"], "name": learner["name"], "lab": max(lab) if lab else None,
+                     "runs": len(runs), "versions": len(versions), "champion": aliases["champion"],
+                     "challenger": aliases["challenger"], "loop_runs": len(loop_runs),
+                     "reported_lab": max(reported) if reported else None,
+                     "reported_correct": len(correct & exercises), "reported_incorrect": len(incorrect & exercises),
+                     "reported_not_attempted": len(exercises - correct - incorrect),
                      "idle_min": round((now - max(times)) / 60, 1) if times else None})
     table = pd.DataFrame(rows).set_index("learner")
-    return table.astype({"last_lab": "Int64", "idle_min": "Float64"})
+    return table.astype({"lab": "Int64", "reported_lab": "Int64", "idle_min": "Float64"})
+
+
+def _number(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def contract_mismatch(signature) -> str | None:
+    """Why a model's MLflow signature is not the data contract's (None when it is): named input
+    columns that are exactly the contract's features, and a two-column probability output."""
+    from . import data
+
+    if signature is None:
+        return "logged without a signature, so its inputs cannot be checked against the data contract"
+    inputs = getattr(signature, "inputs", None)
+    names = inputs.input_names() if inputs is not None and inputs.has_input_names() else []
+    if not names or any(isinstance(n, int) for n in names):
+        return "its signature takes unnamed inputs (a tensor), not the data contract's named features"
+    features = data.feature_columns()
+    missing, extra = [c for c in features if c not in names], [c for c in names if c not in features]
+    if missing or extra:
+        parts = ([f"lacks {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"] if missing else []) + \
+                ([f"takes {', '.join(extra[:4])}{' ...' if len(extra) > 4 else ''} that the contract does not have"]
+                 if extra else [])
+        return f"its signature's inputs are not the contract's {len(features)} features: it {' and '.join(parts)}"
+    outputs = getattr(signature, "outputs", None)
+    shape = getattr(outputs.inputs[0], "shape", None) if outputs is not None and len(outputs.inputs) == 1 else None
+    if outputs is not None and not (shape and len(shape) == 2 and shape[-1] == 2):
+        return "its output is not predict_proba's two columns (no fraud probability to score)"
+    return None
 
 
 def leaderboard(root: str | Path | None = None, holdout: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every learner's champion scored by the instructor on one common holdout (the course
-    dataset's last week): PR-AUC and expected cost, best (cheapest) first. Not self-reported."""
+    dataset's last week): PR-AUC and expected cost, best (cheapest) first. Not self-reported.
+    Only champions whose signature is the data contract's are loaded and scored; the others are
+    listed after the ranked ones, without a rank, with the reason in ``not_scored``."""
+    import numpy as np
     import pandas as pd
 
-    from . import data, training
+    from . import data, tracking, training
 
     admin, state = _admin(root)
     if holdout is None:
         holdout = data.time_split(data.course_dataset())[2]
     import mlflow
+    from mlflow.models import get_model_info
 
     rows = []
     saved = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(state["uri"])
     mlflow.set_registry_uri(state["uri"])  # models:/ URIs resolve against the global registry
-    with admin.as_mlflow_user(), training._quiet_mlflow(), contextlib.ExitStack() as undo:
+    with admin.as_mlflow_user(), tracking._quiet_mlflow(), contextlib.ExitStack() as undo:
         undo.callback(mlflow.set_tracking_uri, saved[0])
         undo.callback(mlflow.set_registry_uri, saved[1])
         client = mlflow.MlflowClient(tracking_uri=state["uri"], registry_uri=state["uri"])
         for learner in state["roster"]:
-            name = f"{config.MODEL_NAME}-{learner['id']}"
+            name = learner_resources(learner["id"])[0][1]
             try:
                 version = client.get_model_version_by_alias(name, "champion")
             except Exception:  # noqa: BLE001 - no champion yet is a normal state in a workshop
                 continue
-            pipeline = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
-            threshold = float(version.tags.get("threshold") or 0.5)
-            scores = training.evaluate(pipeline, holdout, threshold)
-            rows.append({"learner": learner["id"], "version": version.version,
-                         "model_kind": version.tags.get("model_kind", ""), "threshold": round(threshold, 3),
-                         "pr_auc": round(scores["pr_auc"], 4), "cost": round(scores["cost"], 2),
-                         "cost_per_1000": round(scores["cost_per_1000"], 2)})
-    columns = ["learner", "version", "model_kind", "threshold", "pr_auc", "cost", "cost_per_1000"]
-    table = pd.DataFrame(rows, columns=columns).sort_values(["cost", "pr_auc"], ascending=[True, False])
-    table.insert(0, "rank", range(1, len(table) + 1))
+            row = {"learner": learner["id"], "version": version.version,
+                   "model_kind": str(version.tags.get("model_kind", ""))[:40]}
+            uri = f"models:/{name}/{version.version}"
+            try:
+                reason = contract_mismatch(get_model_info(uri).signature)
+                threshold = _number(version.tags.get("threshold", 0.5))
+                if reason is None and (threshold is None or not 0 <= threshold <= 1):
+                    reason = f"its threshold tag {str(version.tags.get('threshold'))[:20]!r} is not a probability"
+                if reason is None:
+                    scores = training.evaluate(mlflow.sklearn.load_model(uri), holdout, threshold)
+                    if not np.isfinite([scores["pr_auc"], scores["cost"]]).all():
+                        reason = "its scores on the holdout are not finite numbers"
+            except Exception as exc:  # noqa: BLE001 - one learner's model must not end the instructor's view
+                reason = f"could not be loaded and scored: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            if reason:
+                rows.append({**row, "not_scored": reason})
+                continue
+            rows.append({**row, "threshold": round(threshold, 3), "pr_auc": round(scores["pr_auc"], 4),
+                         "cost": round(scores["cost"], 2), "cost_per_1000": round(scores["cost_per_1000"], 2),
+                         "not_scored": ""})
+    columns = ["learner", "version", "model_kind", "threshold", "pr_auc", "cost", "cost_per_1000", "not_scored"]
+    table = pd.DataFrame(rows, columns=columns)
+    scored = table[table["not_scored"] == ""].sort_values(["cost", "pr_auc"], ascending=[True, False])
+    table = pd.concat([scored, table[table["not_scored"] != ""]])
+    table.insert(0, "rank", pd.array(list(range(1, len(scored) + 1)) + [None] * (len(table) - len(scored)),
+                                     dtype="Int64"))
     return table.set_index("rank")
 
 
 def progress_history(root: str | Path | None = None) -> pd.DataFrame:
-    """When each learner first got each exercise right: one row per (learner, exercise, time)."""
+    """When each learner's notebook reported each exercise correct (self-reported by ``lab.check``:
+    a picture of the session's pace, not proof): one row per (learner, exercise, time)."""
     import pandas as pd
 
     admin, state = _admin(root)
     rows = []
     for learner in state["roster"]:
-        name = f"{config.MODEL_NAME}-{learner['id']}"
-        experiment = admin.call("GET", "experiments/get-by-name", params={"experiment_name": name})["experiment"]
+        name = learner_resources(learner["id"])[0][1]
+        experiment = admin.call("GET", "experiments/get-by-name", ok=("RESOURCE_DOES_NOT_EXIST",),
+                                params={"experiment_name": name}).get("experiment", {})
         for tag in experiment.get("tags", []):
-            if tag["key"].startswith("mlops_lab.correct."):
+            if tag["key"].startswith("mlops_lab.correct.") and _number(tag["value"]) is not None:
                 rows.append({"learner": learner["id"], "exercise": tag["key"].removeprefix("mlops_lab.correct."),
-                             "time": pd.Timestamp(float(tag["value"]), unit="s")})
+                             "time": pd.Timestamp(_number(tag["value"]), unit="s")})
     return pd.DataFrame(rows, columns=["learner", "exercise", "time"]).sort_values("time")
 
 
@@ -656,7 +930,7 @@ def progress_plot(root: str | Path | None = None):
         minutes = [0.0] + ([] if mine.empty else list((mine["time"] - start).dt.total_seconds() / 60))
         ax.step(minutes, range(len(minutes)), where="post", label=learner)
     ax.set_xlabel("minutes since the first correct answer")
-    ax.set_ylabel("exercises correct")
+    ax.set_ylabel("exercises correct (self-reported)")
     ax.set_title("Progress over the session")
     ax.legend(loc="upper left", fontsize="small")
     fig.tight_layout()

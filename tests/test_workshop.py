@@ -4,6 +4,7 @@ environment variables only, run labs 02-03 at the same time."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -61,7 +62,7 @@ def server(tmp_path_factory):
     roster = root / "roster.csv"
     roster.write_text("id,name\n" + "".join(f"{lid},{lid.title()} Learner\n" for lid in LEARNERS))
     state = workshop.start(roster, root=root / "server", report=lambda _: None)
-    state["root"] = root / "server"
+    state["root"], state["roster_file"] = root / "server", roster
     state["passwords"] = workshop.credentials(root / "server")
     yield state
     try:
@@ -151,13 +152,15 @@ def test_status_and_leaderboard_show_all_three(server, room):
     table = workshop.status(server["root"])
     print("\n" + table.to_string())
     assert list(table.index) == list(LEARNERS)
-    assert table["last_lab"].tolist() == [3, 3, 3]
-    assert table["correct"].tolist() == [2, 1, 2] and table["incorrect"].tolist() == [0, 1, 0]
+    assert table["lab"].tolist() == [3, 3, 3] and table["reported_lab"].tolist() == [2, 2, 2]
+    assert table["reported_correct"].tolist() == [2, 1, 2] and table["reported_incorrect"].tolist() == [0, 1, 0]
     assert table["champion"].notna().all() and (table["runs"] == [2, 1, 1]).all()
+    assert (table["versions"] == [2, 1, 1]).all() and (table["loop_runs"] == 0).all()
     assert (table["idle_min"] < 30).all()
     board = workshop.leaderboard(server["root"])
     print("\n" + board.to_string())
-    assert sorted(board["learner"]) == sorted(LEARNERS)
+    assert sorted(board["learner"]) == sorted(LEARNERS) and (board["not_scored"] == "").all()
+    assert board.index.tolist() == [1, 2, 3]
     assert board.set_index("learner").loc["bob", "model_kind"] == "logistic_regression"
     assert board["pr_auc"].between(0.05, 1).all() and board["cost"].is_monotonic_increasing
     assert len(workshop.progress_history(server["root"])) == 5
@@ -174,6 +177,153 @@ def test_instructor_dashboard_runs_on_the_same_functions(server, room, tmp_path)
     text = "".join(str(o) for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
     assert all(f"{lid.title()} Learner" in text for lid in LEARNERS)  # the status table
     assert "pr_auc" in text and "image/png" in text
+
+
+def _logs_in(uri: str, user: str, password: str) -> int:
+    import httpx
+
+    return httpx.get(f"{uri}/api/2.0/mlflow/users/current", auth=(user, password), timeout=60).status_code
+
+
+def _restart(server, roster=None, **kwargs) -> dict:
+    state = workshop.start(roster or server["roster_file"], root=server["root"], report=lambda _: None, **kwargs)
+    server.update(state, passwords=workshop.credentials(server["root"]))
+    return state
+
+
+def test_no_secret_on_a_command_line_or_in_an_environment(server):
+    root = server["root"]
+    secrets = {"database": (root / "postgres.password").read_text().strip(),
+               "admin": (root / "admin.password").read_text().strip(), **server["passwords"]}
+    args = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True, check=True).stdout  # full width
+    assert "mlflow server" in args and "--backend-store-uri postgresql" in args  # the server is what we read
+    assert [who for who, secret in secrets.items() if secret in args] == []
+    group = [int(p) for p in os.listdir("/proc") if p.isdigit() and workshop._proc_stat(p)
+             and int(workshop._proc_stat(p)[2]) == server["pid"]]
+    assert len(group) >= 2  # mlflow server and its uvicorn workers
+    for pid in group:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+        assert [who for who in ("database", "admin") if secrets[who] in environ] == [], pid
+        assert f"PGPASSFILE={root / 'pgpass'}" in environ
+    for name in ("pgpass", "postgres.password", "admin.password", "basic_auth.ini", "credentials.csv", "state.json"):
+        assert (root / name).stat().st_mode & 0o077 == 0, name
+
+
+def test_auth_refuses_other_schemes_throttles_guesses_and_hides_the_user_list(server):
+    import httpx
+
+    uri, api = server["uri"], server["uri"] + "/api/2.0/mlflow"
+    assert httpx.get(f"{api}/experiments/search", params={"max_results": 1}, headers={
+        "Authorization": "Bearer x"}, timeout=60).status_code == 401
+    assert httpx.get(f"{api}/experiments/search", params={"max_results": 1}, headers={
+        "Authorization": "Digest username=ada"}, timeout=60).status_code == 401
+    codes = [_logs_in(uri, "mallory", f"guess-{i}") for i in range(workshop.LOGIN_FAILURES + 2)]
+    assert codes == [401] * workshop.LOGIN_FAILURES + [429, 429]  # across both server workers
+    assert _logs_in(uri, "ada", server["passwords"]["ada"]) == 200  # another account is not locked out
+    assert httpx.get(f"{api}/users/list", auth=("bob", server["passwords"]["bob"]), timeout=60).status_code == 403
+    assert httpx.get(f"{api}/users/list", auth=(workshop.ADMIN, server["admin"]["password"]),
+                     timeout=60).status_code == 200
+
+
+def test_restart_with_the_same_roster_is_the_same_room(server, room):
+    before = dict(server["passwords"]), server["uri"]
+    workshop.stop(server["root"], report=lambda _: None)
+    _restart(server)
+    assert (server["passwords"], server["uri"]) == before
+    assert [_logs_in(server["uri"], lid, pw) for lid, pw in server["passwords"].items()] == [200] * len(LEARNERS)
+    assert workshop.status(server["root"])["champion"].notna().all()  # the room's work is still there
+
+
+def test_crash_then_start_with_new_learners_keeps_everyone_else(server, room, as_learner):
+    before = dict(server["passwords"]), server["uri"]
+    import time
+
+    os.kill(server["pid"], signal.SIGKILL)  # the server's main process dies; its workers hold the port
+    deadline = time.monotonic() + 30
+    while workshop._alive(server["pid"]) and time.monotonic() < deadline:  # the kill lands asynchronously
+        time.sleep(0.1)
+    assert workshop._answers(server["uri"])  # its orphaned workers still serve the port
+    roster = server["root"].parent / "roster-more.csv"
+    roster.write_text(server["roster_file"].read_text() + "dan,Dan Learner\neve,Eve Learner\n")
+    _restart(server, roster)
+    assert server["uri"] == before[1]
+    assert {lid: server["passwords"][lid] for lid in LEARNERS} == before[0]
+    assert [_logs_in(server["uri"], lid, pw) for lid, pw in server["passwords"].items()] == [200] * 5
+    # every name a lab creates for dan exists already, and only dan may write it
+    assert [name for _, name in workshop.learner_resources("dan")] == [
+        "cardguard-dan", "cardguard-dan-loop", "cardguard-dan", "cardguard-dan-whatif"]
+    as_learner("dan", server["passwords"]["dan"])
+    assert all(ok for _, ok, _ in workshop.check_connection())
+    from mlops_lab import training
+
+    mlflow = training.mlflow_client()
+    client = mlflow.MlflowClient()
+    as_learner("ada")
+    for make in (lambda: client.create_registered_model("cardguard-dan-whatif"),
+                 lambda: client.create_model_version("cardguard-dan-whatif", "models:/x/1"),
+                 lambda: client.create_run(mlflow.get_experiment_by_name("cardguard-dan-loop").experiment_id)):
+        with pytest.raises(Exception, match="403|PERMISSION_DENIED|RESOURCE_ALREADY_EXISTS"):
+            make()
+
+
+def test_a_junk_champion_is_listed_with_the_reason_not_scored(server, room, as_learner):
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_lab import training
+
+    as_learner("dan", server["passwords"]["dan"])
+    mlflow = training.mlflow_client()
+    X, y = np.random.default_rng(0).normal(size=(60, 3)), np.arange(60) % 2
+    mlflow.set_experiment("cardguard-dan")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(LogisticRegression().fit(X, y), name="model", input_example=X[:2])
+    version = mlflow.register_model(info.model_uri, "cardguard-dan")
+    mlflow.MlflowClient().set_registered_model_alias("cardguard-dan", "champion", version.version)
+    board = workshop.leaderboard(server["root"])
+    print("\n" + board.to_string())
+    ranked = board[board.index.notna()]
+    assert sorted(ranked["learner"]) == sorted(LEARNERS) and ranked["cost"].is_monotonic_increasing
+    dan = board[board["learner"] == "dan"]
+    assert len(dan) == 1 and dan.index.isna().all()
+    assert "not the data contract's named features" in dan["not_scored"].iloc[0]
+
+
+def test_forged_progress_is_shown_as_self_reported(server, room, as_learner):
+    import httpx
+
+    from mlops_lab.exercises import all_exercises
+
+    experiment = httpx.get(f"{server['uri']}/api/2.0/mlflow/experiments/get-by-name", params={
+        "experiment_name": "cardguard-eve"}, auth=("eve", server["passwords"]["eve"]), timeout=60).json()
+    for exercise in [*all_exercises(), "99.9"]:  # every exercise "correct", and one that does not exist
+        for key, value in ((f"mlops_lab.check.{exercise}", "correct@1700000000"),
+                           (f"mlops_lab.correct.{exercise}", "1700000000")):
+            httpx.post(f"{server['uri']}/api/2.0/mlflow/experiments/set-experiment-tag", json={
+                "experiment_id": experiment["experiment"]["experiment_id"], "key": key, "value": value},
+                auth=("eve", server["passwords"]["eve"]), timeout=60).raise_for_status()
+    table = workshop.status(server["root"])
+    print("\n" + table.to_string())
+    eve = table.loc["eve"]
+    assert eve["reported_correct"] == len(all_exercises()) and eve["reported_not_attempted"] == 0
+    assert pd_isna(eve["lab"]) and eve["runs"] == 0 and eve["versions"] == 0 and pd_isna(eve["champion"])
+    assert "eve" not in set(workshop.leaderboard(server["root"])["learner"])
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+def test_passwords_change_only_with_reset_passwords(server, room):
+    before = dict(server["passwords"])
+    workshop.stop(server["root"], report=lambda _: None)
+    _restart(server, server["root"].parent / "roster-more.csv", reset_passwords=True)
+    assert set(server["passwords"]) == set(before)
+    assert all(server["passwords"][lid] != before[lid] for lid in before)
+    assert [_logs_in(server["uri"], lid, pw) for lid, pw in server["passwords"].items()] == [200] * len(before)
+    assert _logs_in(server["uri"], "ada", before["ada"]) == 401
 
 
 def test_doctor_says_which_is_wrong(server, as_learner):
@@ -240,7 +390,7 @@ def _run_notebook_in_kernel(base: str, token: str, notebook: Path) -> list[str]:
         httpx.delete(f"{base}api/kernels/{kernel['id']}", headers=headers, timeout=60)
 
 
-def test_jupyterhub_room_runs_lab_00_for_two_learners(server, room, tmp_path):
+def test_jupyterhub_room_runs_lab_00_for_two_learners(configurable_http_proxy, server, room, tmp_path):
     import secrets
     import time
 
@@ -249,7 +399,6 @@ def test_jupyterhub_room_runs_lab_00_for_two_learners(server, room, tmp_path):
     from mlops_lab.serving.server import free_port
 
     hub_bin = Path(sys.executable).parent / "jupyterhub"
-    assert shutil.which("configurable-http-proxy"), "npm install -g configurable-http-proxy (.ci/postgres.sh does)"
     token, port = secrets.token_hex(16), free_port()
     env = {**os.environ, "MLOPS_WORKSHOP_DIR": str(server["root"]), "MLOPS_HUB_HOMES": str(tmp_path / "homes"),
            "MLOPS_HUB_PORT": str(port), "MLOPS_HUB_API_TOKEN": token, "PYTHONPATH": str(ROOT)}
@@ -345,6 +494,39 @@ def test_local_names_stay_plain_and_workshop_names_follow_the_account(monkeypatc
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ada")
     monkeypatch.delenv("MLOPS_LAB_TRACKING_URI", raising=False)
     assert config.model_name() == "cardguard" and not workshop.remote()
+    assert config.model_name("whatif") == "cardguard-whatif" and config.experiment_name("loop") == "cardguard-loop"
     monkeypatch.setenv("MLOPS_LAB_TRACKING_URI", "http://127.0.0.1:9")
     assert config.model_name() == "cardguard-ada" and config.experiment_name() == "cardguard-ada"
+    # every name a lab makes for ada is one the server creates and grants ahead
+    assert {name for _, name in workshop.learner_resources("ada")} == {
+        config.model_name(kind) for kind in config.MODELS} | {config.experiment_name(kind) for kind in config.EXPERIMENTS}
+    assert config.model_name("whatif") == "cardguard-ada-whatif" and config.experiment_name("loop") == "cardguard-ada-loop"
     assert not workshop.record_check("0.1", "correct", report=lambda _: None)  # nothing listens: no raise
+
+
+def test_status_with_the_server_down_says_so_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from mlops_lab.cli import main
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    (tmp_path / "state.json").write_text(json.dumps({
+        "uri": f"http://127.0.0.1:{port}", "pid": None, "port": port, "postgres": None,
+        "admin": {"username": "instructor", "password": "x"}, "roster": [{"id": "ada", "name": "Ada"}]}))
+    with pytest.raises(LabError, match=r"workshop server http://127.0.0.1:\d+ is down \(stopped\)"):
+        workshop.status(tmp_path)
+    result = CliRunner().invoke(main, ["workshop", "status", "--dir", str(tmp_path)])
+    assert result.exit_code == 2 and "is down" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) <= 2, result.output
+
+
+def test_a_database_password_moves_out_of_the_uri(tmp_path):
+    uri, pgpass = workshop.database_uri_without_password("postgresql://ml:s3%3Acr%40t@db.example:5433/mlflow", tmp_path)
+    assert uri == "postgresql+psycopg2://ml@db.example:5433/mlflow" and "s3" not in uri
+    assert pgpass.read_text() == "db.example:5433:mlflow:ml:s3\\:cr@t\n" and pgpass.stat().st_mode & 0o777 == 0o600
+    assert workshop.database_uri_without_password("postgresql://ml@db/mlflow", tmp_path / "x") == (
+        "postgresql+psycopg2://ml@db/mlflow", None)
+    with pytest.raises(LabError, match="must be a PostgreSQL URI"):
+        workshop.database_uri_without_password("sqlite:///x.db", tmp_path)

@@ -75,10 +75,12 @@ def learner_environment(spawner):
         shutil.copytree(COURSE / "labs", home / "labs")
     spawner.environment.update({
         "MLOPS_LAB_HOME": str(home / "mlops-lab-workspace"),
-        "MLOPS_LAB_TRACKING_URI": state["uri"],
+        "MLOPS_LAB_TRACKING_URI": state.get("address", state["uri"]),  # the room's address, as handed out
         "MLFLOW_TRACKING_USERNAME": name,
         "MLFLOW_TRACKING_PASSWORD": passwords[name],
         "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        # MLflow's telemetry (nowhere to send it in a room) raced on an environment variable under load
+        "MLFLOW_DISABLE_TELEMETRY": "true",
     })
 
 
