@@ -551,3 +551,171 @@ def _holdout_trials_cached():
 
 def _forgot_return_holdout(frame, as_of, days=7):
     registry.gate_holdout(frame, as_of, days)
+
+
+# --------------------------------------------------------------------------- 3.5
+
+# What MLflow's classifier evaluator logs for a binary model (mlflow.models.evaluate(model_type="classifier")):
+# the names a threshold may use.
+_MLFLOW_METRICS = ("example_count", "accuracy_score", "recall_score", "precision_score", "f1_score", "log_loss",
+                   "roc_auc", "precision_recall_auc", "score", "true_negatives", "false_positives",
+                   "false_negatives", "true_positives")
+_FLOOR, _GAIN, _MAX_LOG_LOSS = 0.25, 0.01, 0.05
+
+
+def _evaluation(pr_auc: float, log_loss: float, seed: int) -> dict[str, float]:
+    """A whole classifier evaluation as MLflow logs it: PR-AUC and log loss as the trial sets them, the
+    rest drawn around the course's figures (a threshold on another metric is judged on them too)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tp, fn, fp = int(rng.integers(15, 45)), int(rng.integers(50, 90)), int(rng.integers(10, 40))
+    tn = 13979 - tp - fn - fp
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    return {"example_count": 13979, "true_positives": tp, "false_negatives": fn, "false_positives": fp,
+            "true_negatives": tn, "accuracy_score": (tp + tn) / 13979, "score": (tp + tn) / 13979,
+            "precision_score": precision, "recall_score": recall,
+            "f1_score": 2 * precision * recall / (precision + recall), "roc_auc": float(rng.uniform(0.9, 0.97)),
+            "precision_recall_auc": pr_auc, "log_loss": log_loss}
+
+
+def _threshold_trials() -> list[Trial]:
+    """The baseline's PR-AUC below, near and above the floor; the challenger's gain below, exactly on and
+    above the margin (MLflow's own ``>=`` decides the boundary, the same for every answer); its log loss
+    under, exactly on and over the bound, beside a baseline's that is better or worse."""
+    trials = []
+    k = 0
+    for base in (0.2, 0.245, 0.32, 0.45):
+        for gain in (-0.03, 0.0, 0.008, _GAIN, 0.012, 0.08):
+            k += 1
+            cand = base + gain
+            cand_loss = (0.02, _MAX_LOG_LOSS, 0.052, 0.03, 0.09)[k % 5]
+            base_loss = (0.03, 0.06, 0.01)[k % 3]
+            label = (f"a challenger with precision_recall_auc {cand:.3f} and log_loss {cand_loss:g}, "
+                     f"a baseline with {base:.3f} and {base_loss:g}")
+            trials.append(Trial(label, (_evaluation(cand, cand_loss, k), _evaluation(base, base_loss, 100 + k)),
+                                size=k))
+    trials.append(Trial(f"a challenger exactly on the floor ({_FLOOR}), 0.03 above the baseline, log_loss 0.02",
+                        (_evaluation(_FLOOR, 0.02, 200), _evaluation(_FLOOR - 0.03, 0.02, 201)), size=0.5))
+    return trials
+
+
+@functools.cache
+def _threshold_trials_cached():
+    return tuple(_threshold_trials())
+
+
+def _mlflow_validates(thresholds):
+    """The learner's thresholds as a yes/no function of two evaluations, decided by MLflow itself."""
+    import mlflow
+    from mlflow.models import EvaluationResult
+    from mlflow.models.evaluation.validation import ModelValidationFailedException
+
+    def passes(candidate: dict, baseline: dict) -> bool:
+        with training._quiet_mlflow():
+            try:
+                mlflow.validate_evaluation_results(thresholds, EvaluationResult(candidate, {}),
+                                                   EvaluationResult(baseline, {}))
+            except ModelValidationFailedException:
+                return False
+        return True
+
+    return passes
+
+
+def _explain_thresholds(got, expected, trial) -> str | None:
+    if verdict(got, expected, trial) is None:
+        return None
+    cand, base = (m["precision_recall_auc"] for m in trial.args)
+    loss = trial.args[0]["log_loss"]
+    if expected:
+        return (f"MLflow fails the challenger on your thresholds, yet it meets all three conditions: "
+                f"precision_recall_auc {cand:.3f} >= {_FLOOR}, at least {_GAIN} above the baseline's {base:.3f}, "
+                f"log_loss {loss:g} <= {_MAX_LOG_LOSS}")
+    failed = [f"its precision_recall_auc {cand:.3f} is under the floor {_FLOOR}" if cand < _FLOOR else "",
+              f"its precision_recall_auc {cand:.3f} is only {cand - base:+.3f} against the baseline's {base:.3f} "
+              f"(the margin is {_GAIN})" if cand < base + _GAIN else "",
+              f"its log_loss {loss:g} is over {_MAX_LOG_LOSS} (lower is better)" if loss > _MAX_LOG_LOSS else ""]
+    return "MLflow passes the challenger on your thresholds, but " + "; and ".join(f for f in failed if f)
+
+
+@exercise(
+    "3.5",
+    "The gate in MLflow's terms",
+    solution='''
+from mlflow.models import MetricThreshold
+
+thresholds = {
+    "precision_recall_auc": MetricThreshold(threshold=0.25, min_absolute_change=0.01, greater_is_better=True),
+    "log_loss": MetricThreshold(threshold=0.05, greater_is_better=False),
+}
+''',
+    hints=(
+        "A dict: MLflow's metric name (as in `results['challenger'].metrics`) -> `MetricThreshold(...)`.",
+        "`threshold=` bounds the candidate's own value; `min_absolute_change=` is the gain it needs over the "
+        "baseline; `greater_is_better=` says which way is better (True for PR-AUC, False for a loss).",
+        "One MetricThreshold can hold both a threshold and a min_absolute_change for the same metric.",
+    ),
+    reference="thresholds",
+    cases=(
+        wrong("the margin as a threshold", lambda: {
+            "precision_recall_auc": _threshold(threshold=0.01, greater_is_better=True),
+            "log_loss": _threshold(threshold=0.05, greater_is_better=False)}, "under the floor 0.25"),
+        wrong("a relative gain of 1%", lambda: {
+            "precision_recall_auc": _threshold(threshold=0.25, min_relative_change=0.01, greater_is_better=True),
+            "log_loss": _threshold(threshold=0.05, greater_is_better=False)}, "only +0.008 against"),
+        wrong("log loss as if greater were better", lambda: {
+            "precision_recall_auc": _threshold(threshold=0.25, min_absolute_change=0.01, greater_is_better=True),
+            "log_loss": _threshold(threshold=0.05, greater_is_better=True)}, "yet it meets all three"),
+        wrong("no floor", lambda: {
+            "precision_recall_auc": _threshold(min_absolute_change=0.01, greater_is_better=True),
+            "log_loss": _threshold(threshold=0.05, greater_is_better=False)}, "under the floor 0.25"),
+        wrong("no log loss bound", lambda: {
+            "precision_recall_auc": _threshold(threshold=0.25, min_absolute_change=0.01, greater_is_better=True)},
+            "is over 0.05"),
+        wrong("log loss as a change against the baseline", lambda: {
+            "precision_recall_auc": _threshold(threshold=0.25, min_absolute_change=0.01, greater_is_better=True),
+            "log_loss": _threshold(min_absolute_change=0.05, greater_is_better=False)}, "yet it meets all three"),
+        wrong("the prose's spelling as the key", lambda: {
+            "PR-AUC": _threshold(threshold=0.25, min_absolute_change=0.01, greater_is_better=True),
+            "log_loss": _threshold(threshold=0.05, greater_is_better=False)}, "precision_recall_auc"),
+        wrong("plain dicts, not MetricThreshold", lambda: {
+            "precision_recall_auc": {"threshold": 0.25, "min_absolute_change": 0.01, "greater_is_better": True},
+            "log_loss": {"threshold": 0.05, "greater_is_better": False}}, "MetricThreshold("),
+        wrong("one MetricThreshold, not a dict", lambda: _threshold(threshold=0.25, greater_is_better=True),
+              "a dict"),
+        right("positional arguments, and dict()", lambda: dict(
+            precision_recall_auc=_threshold(0.25, 0.01, None, True), log_loss=_threshold(5e-2, None, None, False))),
+        right("log loss first, keywords in another order", lambda: {
+            "log_loss": _threshold(greater_is_better=False, threshold=0.050),
+            "precision_recall_auc": _threshold(greater_is_better=True, min_absolute_change=1e-2, threshold=0.25)}),
+    ),
+)
+def _check_thresholds(thresholds) -> None:
+    from mlflow.models import MetricThreshold
+
+    require_attempt(thresholds)
+    assert isinstance(thresholds, dict), (
+        f"expected a dict from MLflow metric names to MetricThreshold, got {type(thresholds).__name__}: "
+        "{'precision_recall_auc': MetricThreshold(...), 'log_loss': MetricThreshold(...)}")
+    for name, bound in thresholds.items():
+        assert name in _MLFLOW_METRICS, (
+            f"{name!r} is not a metric MLflow's classifier evaluation logs, so MLflow would fail every model "
+            f"('metric {name} was missing from the evaluation result'). Its names are the keys of "
+            "results['challenger'].metrics: PR-AUC is 'precision_recall_auc', log loss is 'log_loss'")
+        assert isinstance(bound, MetricThreshold), (
+            f"thresholds[{name!r}] is a {type(bound).__name__}, and MLflow only takes MetricThreshold objects: "
+            "MetricThreshold(threshold=..., min_absolute_change=..., greater_is_better=...)")
+    differential(_mlflow_validates(thresholds), _reference_validates(),
+                 _threshold_trials_cached(), compare=_explain_thresholds, what="MLflow with your thresholds")
+
+
+@functools.cache
+def _reference_validates():
+    return _mlflow_validates(get("3.5").reference())
+
+
+def _threshold(*args, **kwargs):
+    from mlflow.models import MetricThreshold
+
+    return MetricThreshold(*args, **kwargs)
