@@ -563,40 +563,58 @@ _MLFLOW_METRICS = ("example_count", "accuracy_score", "recall_score", "precision
 _FLOOR, _GAIN, _MAX_LOG_LOSS = 0.25, 0.01, 0.05
 
 
-def _evaluation(pr_auc: float, log_loss: float, seed: int) -> dict[str, float]:
+def _evaluation(pr_auc: float, log_loss: float, seed: int, odd: int = 0) -> dict[str, float]:
     """A whole classifier evaluation as MLflow logs it: PR-AUC and log loss as the trial sets them, the
-    rest drawn around the course's figures (a threshold on another metric is judged on them too)."""
+    rest drawn around the course's figures, or (``odd``) far from them: a bound on a metric the gate does
+    not name would change the verdict there."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    tp, fn, fp = int(rng.integers(15, 45)), int(rng.integers(50, 90)), int(rng.integers(10, 40))
+    if odd:
+        tp, fn = int(rng.integers(1, 4)), int(rng.integers(90, 110))
+        fp = int(rng.integers(800, 1500)) if odd == 1 else int(rng.integers(8000, 9000))
+    else:
+        tp, fn, fp = int(rng.integers(15, 45)), int(rng.integers(50, 90)), int(rng.integers(10, 40))
     tn = 13979 - tp - fn - fp
     precision, recall = tp / (tp + fp), tp / (tp + fn)
     return {"example_count": 13979, "true_positives": tp, "false_negatives": fn, "false_positives": fp,
             "true_negatives": tn, "accuracy_score": (tp + tn) / 13979, "score": (tp + tn) / 13979,
             "precision_score": precision, "recall_score": recall,
-            "f1_score": 2 * precision * recall / (precision + recall), "roc_auc": float(rng.uniform(0.9, 0.97)),
+            "f1_score": 2 * precision * recall / (precision + recall),
+            "roc_auc": float((0.9, 0.55, 0.3)[odd] + rng.uniform(0, 0.07 if odd == 0 else 0.15)),
             "precision_recall_auc": pr_auc, "log_loss": log_loss}
 
 
 def _threshold_trials() -> list[Trial]:
-    """The baseline's PR-AUC below, near and above the floor; the challenger's gain below, exactly on and
-    above the margin (MLflow's own ``>=`` decides the boundary, the same for every answer); its log loss
-    under, exactly on and over the bound, beside a baseline's that is better or worse."""
+    """The baseline's PR-AUC below, near and above the floor; the challenger's gain below, exactly on, a
+    hair under and above the margin (MLflow's own ``>=`` decides the boundary, the same for every answer);
+    its log loss under, exactly on, a hair over and over the bound, beside a baseline's that is better or
+    worse; a challenger a hair under the floor; and passing challengers whose other metrics are far from
+    the course's (a bound the gate does not ask for fails them)."""
     trials = []
     k = 0
     for base in (0.2, 0.245, 0.32, 0.45):
-        for gain in (-0.03, 0.0, 0.008, _GAIN, 0.012, 0.08):
+        for gain in (-0.03, 0.0, 0.008, 0.0095, 0.00999, _GAIN, 0.012, 0.08):
             k += 1
             cand = base + gain
-            cand_loss = (0.02, _MAX_LOG_LOSS, 0.052, 0.03, 0.09)[k % 5]
+            cand_loss = (0.02, _MAX_LOG_LOSS, 0.052, 0.03, 0.09, 0.05005)[k % 6]
             base_loss = (0.03, 0.06, 0.01)[k % 3]
-            label = (f"a challenger with precision_recall_auc {cand:.3f} and log_loss {cand_loss:g}, "
-                     f"a baseline with {base:.3f} and {base_loss:g}")
+            label = (f"a challenger with precision_recall_auc {cand:.5g} and log_loss {cand_loss:g}, "
+                     f"a baseline with {base:g} and {base_loss:g}")
             trials.append(Trial(label, (_evaluation(cand, cand_loss, k), _evaluation(base, base_loss, 100 + k)),
                                 size=k))
     trials.append(Trial(f"a challenger exactly on the floor ({_FLOOR}), 0.03 above the baseline, log_loss 0.02",
                         (_evaluation(_FLOOR, 0.02, 200), _evaluation(_FLOOR - 0.03, 0.02, 201)), size=0.5))
+    for n, (cand, base, loss) in enumerate(((0.24995, 0.2, 0.02), (0.30, 0.25, 0.05001), (0.2499, 0.1, 0.03))):
+        trials.append(Trial(f"a challenger with precision_recall_auc {cand:g} and log_loss {loss:g}, a baseline "
+                            f"with {base:g}", (_evaluation(cand, loss, 300 + n), _evaluation(base, 0.03, 310 + n)),
+                            size=0.6 + n / 10))
+    for n in range(3):
+        trials.append(Trial(f"a challenger with precision_recall_auc 0.3 and log_loss 0.04, 0.05 above the baseline, "
+                            f"whose other metrics are {'very ' if n == 2 else ''}unusual (case {n + 1}: ROC-AUC, "
+                            "accuracy, recall, precision, F1 low)",
+                            (_evaluation(0.3, 0.04, 400 + n, odd=1 + n // 2), _evaluation(0.25, 0.03, 410 + n, odd=1)),
+                            size=0.9 + n / 10))
     return trials
 
 
@@ -606,34 +624,35 @@ def _threshold_trials_cached():
 
 
 def _mlflow_validates(thresholds):
-    """The learner's thresholds as a yes/no function of two evaluations, decided by MLflow itself."""
+    """The learner's thresholds as a function of two evaluations, decided by MLflow itself: (passes?, what
+    MLflow said when it failed the candidate)."""
     import mlflow
     from mlflow.models import EvaluationResult
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
-    def passes(candidate: dict, baseline: dict) -> bool:
+    def passes(candidate: dict, baseline: dict) -> tuple[bool, str]:
         with training._quiet_mlflow():
             try:
                 mlflow.validate_evaluation_results(thresholds, EvaluationResult(candidate, {}),
                                                    EvaluationResult(baseline, {}))
-            except ModelValidationFailedException:
-                return False
-        return True
+            except ModelValidationFailedException as failure:
+                return False, " ".join(str(failure).split())
+        return True, ""
 
     return passes
 
 
 def _explain_thresholds(got, expected, trial) -> str | None:
-    if verdict(got, expected, trial) is None:
+    if got[0] == expected[0]:
         return None
     cand, base = (m["precision_recall_auc"] for m in trial.args)
     loss = trial.args[0]["log_loss"]
-    if expected:
-        return (f"MLflow fails the challenger on your thresholds, yet it meets all three conditions: "
-                f"precision_recall_auc {cand:.3f} >= {_FLOOR}, at least {_GAIN} above the baseline's {base:.3f}, "
-                f"log_loss {loss:g} <= {_MAX_LOG_LOSS}")
-    failed = [f"its precision_recall_auc {cand:.3f} is under the floor {_FLOOR}" if cand < _FLOOR else "",
-              f"its precision_recall_auc {cand:.3f} is only {cand - base:+.3f} against the baseline's {base:.3f} "
+    if expected[0]:
+        return (f"MLflow fails the challenger on your thresholds ({got[1]}), yet it meets all three conditions: "
+                f"precision_recall_auc {cand:.5g} >= {_FLOOR}, at least {_GAIN} above the baseline's {base:.5g}, "
+                f"log_loss {loss:g} <= {_MAX_LOG_LOSS}; and the gate asks for nothing else")
+    failed = [f"its precision_recall_auc {cand:.5g} is under the floor {_FLOOR}" if cand < _FLOOR else "",
+              f"its precision_recall_auc {cand:.5g} is only {cand - base:+.5g} against the baseline's {base:.5g} "
               f"(the margin is {_GAIN})" if cand < base + _GAIN else "",
               f"its log_loss {loss:g} is over {_MAX_LOG_LOSS} (lower is better)" if loss > _MAX_LOG_LOSS else ""]
     return "MLflow passes the challenger on your thresholds, but " + "; and ".join(f for f in failed if f)
@@ -663,7 +682,7 @@ thresholds = {
             "log_loss": _threshold(threshold=0.05, greater_is_better=False)}, "under the floor 0.25"),
         wrong("a relative gain of 1%", lambda: {
             "precision_recall_auc": _threshold(threshold=0.25, min_relative_change=0.01, greater_is_better=True),
-            "log_loss": _threshold(threshold=0.05, greater_is_better=False)}, "only +0.008 against"),
+            "log_loss": _threshold(threshold=0.05, greater_is_better=False)}, "(the margin is 0.01)"),
         wrong("log loss as if greater were better", lambda: {
             "precision_recall_auc": _threshold(threshold=0.25, min_absolute_change=0.01, greater_is_better=True),
             "log_loss": _threshold(threshold=0.05, greater_is_better=True)}, "yet it meets all three"),
@@ -684,6 +703,29 @@ thresholds = {
             "log_loss": {"threshold": 0.05, "greater_is_better": False}}, "MetricThreshold("),
         wrong("one MetricThreshold, not a dict", lambda: _threshold(threshold=0.25, greater_is_better=True),
               "a dict"),
+        wrong("a margin a hair too small (blind attack)", lambda: {
+            "precision_recall_auc": _threshold(threshold=0.25, min_absolute_change=0.009, greater_is_better=True),
+            "log_loss": _threshold(threshold=0.05, greater_is_better=False)}, "(the margin is 0.01)"),
+        wrong("a log loss bound a hair too loose (blind attack)", lambda: {
+            "precision_recall_auc": _threshold(threshold=0.25, min_absolute_change=0.01, greater_is_better=True),
+            "log_loss": _threshold(threshold=0.051, greater_is_better=False)}, "is over 0.05"),
+        wrong("a floor a hair too low (blind attack)", lambda: {
+            "precision_recall_auc": _threshold(threshold=0.249, min_absolute_change=0.01, greater_is_better=True),
+            "log_loss": _threshold(threshold=0.05, greater_is_better=False)}, "under the floor 0.25"),
+        wrong("an extra bound on ROC-AUC (blind attack)", lambda: {
+            "precision_recall_auc": _threshold(threshold=0.25, min_absolute_change=0.01, greater_is_better=True),
+            "log_loss": _threshold(threshold=0.05, greater_is_better=False),
+            "roc_auc": _threshold(threshold=0.9, greater_is_better=True)}, "the gate asks for nothing else"),
+        wrong("an OrderedDict (blind attack)", lambda: __import__("collections").OrderedDict({
+            "precision_recall_auc": _threshold(threshold=0.25, min_absolute_change=0.01, greater_is_better=True),
+            "log_loss": _threshold(threshold=0.05, greater_is_better=False)}), "plain dict"),
+        right("a relative change of 1% beside the absolute one (blind attack: implied while PR-AUC <= 1)", lambda: {
+            "precision_recall_auc": _threshold(threshold=0.25, min_absolute_change=0.01, min_relative_change=0.01,
+                                               greater_is_better=True),
+            "log_loss": _threshold(threshold=0.05, greater_is_better=False)}),
+        right("fractions: 1/4, 0.1/10, 1/20 (blind attack)", lambda: {
+            "precision_recall_auc": _threshold(threshold=1 / 4, min_absolute_change=0.1 / 10, greater_is_better=True),
+            "log_loss": _threshold(threshold=1 / 20, greater_is_better=False)}),
         right("positional arguments, and dict()", lambda: dict(
             precision_recall_auc=_threshold(0.25, 0.01, None, True), log_loss=_threshold(5e-2, None, None, False))),
         right("log loss first, keywords in another order", lambda: {
@@ -696,8 +738,11 @@ def _check_thresholds(thresholds) -> None:
 
     require_attempt(thresholds)
     assert isinstance(thresholds, dict), (
-        f"expected a dict from MLflow metric names to MetricThreshold, got {type(thresholds).__name__}: "
-        "{'precision_recall_auc': MetricThreshold(...), 'log_loss': MetricThreshold(...)}")
+        f"your thresholds are a {type(thresholds).__name__}; MLflow expects a dict from metric names to "
+        "MetricThreshold, such as {'precision_recall_auc': MetricThreshold(...), 'log_loss': MetricThreshold(...)}")
+    assert type(thresholds) is dict, (
+        f"your thresholds are a {type(thresholds).__name__}, and MLflow only takes a plain dict (it checks "
+        "type(thresholds) is dict): pass dict(thresholds)")
     for name, bound in thresholds.items():
         assert name in _MLFLOW_METRICS, (
             f"{name!r} is not a metric MLflow's classifier evaluation logs, so MLflow would fail every model "
