@@ -118,7 +118,8 @@ def solved(id: str, namespace: dict[str, Any] | None = None) -> dict[str, Any]:
                 names[name] = importlib.import_module(module)
                 if attribute:
                     names[name] = getattr(names[name], attribute)
-        exec(compile(ex.solution, f"<solution to exercise {id}>", "exec"), names)  # noqa: S102 - our own text
+        # dont_inherit: run as a notebook cell runs, without this module's `from __future__ import annotations`
+        exec(compile(ex.solution, f"<solution to exercise {id}>", "exec", dont_inherit=True), names)  # noqa: S102
         _SOLVED[id] = names
     return _SOLVED[id]
 

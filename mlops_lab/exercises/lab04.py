@@ -386,9 +386,10 @@ def _served_model(bug: str | None = None, version: str | None = None):
 
 
 @contextlib.contextmanager
-def test_client(bug: str | None = None, version: str | None = None):
+def test_client(bug: str | None = None, version: str | None = None, router=None):
     """A ready ``TestClient`` on the CardGuard app serving the champion (or registered ``version``),
-    with planted ``bug`` if given (see BUGS). Predictions are logged to a temporary folder, not the workspace."""
+    with planted ``bug`` if given (see BUGS), and ``router`` (an ``APIRouter``) included if given. Predictions
+    are logged to a temporary folder, not the workspace."""
     import warnings
 
     from ..serving.app import create_app
@@ -400,6 +401,8 @@ def test_client(bug: str | None = None, version: str | None = None):
     model = _served_model(bug, version)
     with tempfile.TemporaryDirectory(prefix="mlops-lab-check-") as tmp:
         app = create_app(load_model=lambda: model, prediction_log=f"{tmp}/predictions.jsonl")
+        if router is not None:
+            app.include_router(router)
         with TestClient(app) as client:
             for _ in range(200):
                 if client.get("/ready").status_code == 200:
@@ -711,3 +714,321 @@ def _check_skewed_payment(body) -> None:
         f"the skewed server and the model agree on this payment (score {served:.4f} both): find a payment on which "
         "they disagree; compare the ones that do in the table above"
     )
+
+
+# --------------------------------------------------------------------------- 4.6
+
+REASON_FIELDS = ("transaction_id", "score", "decision", "threshold", "reasons")
+
+
+def _empty_router():
+    from fastapi import APIRouter
+
+    return APIRouter()
+
+
+@contextlib.contextmanager
+def _apps_with(router, reference):
+    """Two course apps, each with the learner's router and the reference's (under /reference): one serving the
+    champion, one serving it at a threshold exactly on the score of a low-scoring payment (so ``>=`` shows)."""
+    import warnings
+
+    from ..serving.app import create_app
+    from ..serving.client import to_payload
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*httpx.*")
+        from fastapi.testclient import TestClient
+
+    champion = champion_model()
+    edge = _edge_payment()
+    edge_score = float(champion.scores([{k: v for k, v in edge.items() if k != "transaction_id"}])[0])
+    models = (champion, dataclasses.replace(champion, threshold=edge_score))
+    with contextlib.ExitStack() as stack:
+        clients = []
+        for n, model in enumerate(models):
+            app = create_app(load_model=lambda model=model: model,
+                             prediction_log=f"{stack.enter_context(tempfile.TemporaryDirectory(prefix='mlops-lab-check-'))}"
+                                            f"/predictions-{n}.jsonl")
+            app.include_router(router)
+            app.include_router(reference, prefix="/reference")
+            client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
+            for _ in range(200):
+                if client.get("/ready").status_code == 200:
+                    break
+                time.sleep(0.05)
+            clients.append(client)
+        del to_payload
+        yield clients[0], clients[1], edge_score
+
+
+@functools.cache
+def _trial_payments():
+    """Payments from several weeks and seeds (unknown values among them), as request bodies."""
+    from .. import data
+    from ..serving.client import to_payload
+
+    frames = [data.simulate_transactions(8, start=start, seed=seed)
+              for start, seed in (("2026-02-16", 44), ("2026-03-02", 7), ("2026-01-12", 91))]
+    bodies = [body for frame in frames for body in to_payload(frame)]
+    bodies[3] = {k: v for k, v in bodies[3].items() if k != "transaction_id"}  # a caller that sends no id
+    return tuple(bodies)
+
+
+@functools.cache
+def _edge_payment() -> dict:
+    """The lowest-scoring of the trial payments with every value known: the second app's threshold sits
+    exactly on its score, so every other payment of the trials is flagged there and shows its reasons."""
+    bodies = [b for b in _trial_payments() if None not in b.values() and "transaction_id" in b]
+    champion = champion_model()
+    scores = champion.scores([{k: v for k, v in b.items() if k != "transaction_id"} for b in bodies])
+    return dict(bodies[int(np.argmin(scores))])
+
+
+def _refused_payments(base: dict) -> list[tuple[str, dict | list]]:
+    """Bodies the contract refuses, one rule each."""
+    missing = {k: v for k, v in base.items() if k != "channel"}
+    return [
+        ("a refund sent as a negative amount", {**base, "amount": -12.0}),
+        ("a field the contract does not know (coupon)", {**base, "coupon": "XMAS"}),
+        ("no channel", missing),
+        ("hour 24", {**base, "hour": 24}),
+        ("hour 3.5", {**base, "hour": 3.5}),
+        ("the amount as a string", {**base, "amount": "89.90"}),
+        ("an unknown merchant category", {**base, "merchant_category": "casino"}),
+        ("new_device as 'yes'", {**base, "new_device": "yes"}),
+        ("an unknown amount (amount may not be null)", {**base, "amount": None}),
+        ("a transaction_id of 101 characters", {**base, "transaction_id": "x" * 101}),
+        ("an empty body", {}),
+        ("a list of payments", [base]),
+    ]
+
+
+def _resolve(schema: dict, spec: dict) -> dict:
+    ref = schema.get("$ref")
+    if ref:
+        return _resolve(spec["components"]["schemas"][ref.rsplit("/", 1)[1]], spec)
+    for key in ("allOf", "anyOf"):
+        if key in schema and len(schema[key]) == 1:
+            return _resolve(schema[key][0], spec)
+    return schema
+
+
+def _check_openapi(client) -> None:
+    from ..serving.schemas import Transaction
+
+    spec = client.get("/openapi.json").json()
+    operation = spec["paths"].get("/predict/reason", {}).get("post")
+    assert operation is not None, "POST /predict/reason is not in the app's /openapi.json"
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    assert body, ("your route documents no request body: declare the payment as a parameter typed with the contract's "
+                  "model, `payment: Transaction`, so FastAPI reads, validates and documents it")
+    fields = set(_resolve(body, spec).get("properties", {}))
+    assert fields == set(Transaction.model_fields), (
+        f"the request body your route documents has the fields {sorted(fields)}, not the contract's: type the payment "
+        "as `Transaction` itself (lab.serving.Transaction), not a model of your own")
+    ok = operation.get("responses", {}).get("200", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    props = set(_resolve(ok, spec).get("properties", {})) if ok else set()
+    missing = [f for f in REASON_FIELDS if f not in props]
+    assert not missing, (
+        "your route's 200 answer documents " + (f"only {sorted(props)}" if props else "no schema") +
+        f" in /openapi.json (missing: {', '.join(missing)}): give it a response model, a pydantic class with "
+        "those fields, as `response_model=Reason` (or the return annotation `-> Reason`)")
+    assert "422" in operation.get("responses", {}), (
+        "your route does not document its 422 answer: it gets one from FastAPI when the payment is a typed body "
+        "parameter (`payment: Transaction`)")
+
+
+def _compare_answers(body, got, expected, edge_score: float | None) -> str | None:
+    if got.status_code != expected.status_code:
+        what = got.text[:200]
+        if got.status_code == 500:
+            what = "an internal error (500): your route raised an exception"
+        return f"your route answered {got.status_code} ({what}) where the reference answers {expected.status_code}"
+    if expected.status_code != 200:
+        fields = sorted(e["field"] for e in got.json().get("errors", []))
+        want = sorted(e["field"] for e in expected.json().get("errors", []))
+        if fields != want:
+            return f"your 422 names the fields {fields}, the contract's rules name {want}"
+        return None
+    answer, reference = got.json(), expected.json()
+    missing = [f for f in REASON_FIELDS if f not in answer]
+    if missing:
+        return f"your answer {_short(answer)} lacks {', '.join(missing)}"
+    if answer["transaction_id"] != reference["transaction_id"]:
+        return (f"transaction_id is {answer['transaction_id']!r}, expected {reference['transaction_id']!r}: echo the "
+                "caller's id (None when it sent none)")
+    if not isinstance(answer["score"], float) or abs(answer["score"] - reference["score"]) > 1e-9:
+        return (f"score is {answer['score']!r}, the served model's is {reference['score']!r}: score with the model the "
+                "app serves (`model = Depends(served_model)`, then `model.scores([features])`), unrounded")
+    if not isinstance(answer["threshold"], float) or answer["threshold"] != reference["threshold"]:
+        return f"threshold is {answer['threshold']!r}, the served model's is {reference['threshold']!r} (`model.threshold`)"
+    if answer["decision"] != reference["decision"]:
+        on_edge = edge_score is not None and reference["score"] == reference["threshold"]
+        return (f"decision is {answer['decision']!r}, expected {reference['decision']!r} for score "
+                f"{reference['score']:.6g} and threshold {reference['threshold']:.6g}"
+                + (": a score exactly on the threshold is flagged (score >= threshold)" if on_edge else
+                   ": 'flag' when score >= model.threshold, else 'approve'"))
+    if list(answer["reasons"]) != list(reference["reasons"]):
+        why = ("an approved payment has no reasons: []" if reference["decision"] == "approve" else
+               "a flagged payment lists reason_codes(features), in their order")
+        return f"reasons are {answer['reasons']!r}, expected {reference['reasons']!r}: {why}"
+    return None
+
+
+def _short(value, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+@exercise(
+    "4.6",
+    "Write a route: POST /predict/reason",
+    solution='''
+from typing import Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from mlops_lab.serving import Transaction, reason_codes, served_model
+
+
+class Reason(BaseModel):
+    transaction_id: str | None
+    score: float
+    decision: Literal["flag", "approve"]
+    threshold: float
+    reasons: list[str]
+
+
+router = APIRouter()
+
+
+@router.post("/predict/reason", response_model=Reason, summary="Score one payment and say why it is flagged")
+def predict_reason(payment: Transaction, model=Depends(served_model)):
+    features = payment.model_dump(exclude={"transaction_id"})
+    score = float(model.scores([features])[0])
+    flagged = score >= model.threshold
+    return Reason(transaction_id=payment.transaction_id, score=score, decision="flag" if flagged else "approve",
+                  threshold=model.threshold, reasons=reason_codes(features) if flagged else [])
+''',
+    hints=(
+        "A route is a function under `@router.post(path, response_model=...)`; a parameter typed with a pydantic "
+        "model (`payment: Transaction`) is the JSON body, validated by FastAPI (a bad one gets the app's 422).",
+        "`model=Depends(served_model)` hands the route the model the app serves: `model.scores([features])` gives the "
+        "score (features: `payment.model_dump(exclude={'transaction_id'})`), `model.threshold` the threshold.",
+        "'flag' when score >= threshold; reasons = reason_codes(features) for a flagged payment, [] otherwise.",
+    ),
+    reference="router",
+    stub=_empty_router,
+    cases=(
+        wrong("the body as a plain dict", lambda: _route_variant(body="dict"), "type the payment"),
+        wrong("no response model", lambda: _route_variant(response_model=False), "give it a response model"),
+        wrong("a GET route", lambda: _route_variant(method="get"), "POST /predict/reason"),
+        wrong("another path", lambda: _route_variant(path="/reason"), "POST /predict/reason"),
+        wrong("score > threshold", lambda: _route_variant(strict=True), "exactly on the threshold is flagged"),
+        wrong("reasons for every payment", lambda: _route_variant(reasons="always"), "an approved payment has no reasons"),
+        wrong("no reasons ever", lambda: _route_variant(reasons="never"), "a flagged payment lists"),
+        wrong("the score rounded", lambda: _route_variant(rounded=True), "unrounded"),
+        wrong("a threshold of 0.5", lambda: _route_variant(threshold=0.5), "threshold is 0.5"),
+        wrong("the id not echoed", lambda: _route_variant(echo_id=False), "missing: transaction_id"),
+        right("async, a return annotation, Annotated dependency, a dict returned",
+              lambda: _route_variant(style="annotated")),
+        right("a router with a prefix and extra fields in the answer", lambda: _route_variant(style="prefix")),
+    ),
+)
+def _check_reason_route(router) -> None:
+    require_attempt(router)
+    from fastapi import APIRouter, FastAPI
+
+    from . import NotAttempted
+
+    if isinstance(router, FastAPI):
+        raise AssertionError("this is a whole app; write an APIRouter (`router = APIRouter()`) and put your route on "
+                             "it: the course's app includes it with app.include_router(router)")
+    assert isinstance(router, APIRouter), f"expected an APIRouter, got {type(router).__name__}"
+    routes = [(m, r.path) for r in router.routes for m in sorted(getattr(r, "methods", None) or ())]
+    if not routes:
+        raise NotAttempted
+    assert ("POST", "/predict/reason") in routes, (
+        f"your router has {', '.join(f'{m} {p}' for m, p in routes)}; the task asks for POST /predict/reason")
+    reference = get("4.6").reference()
+    with _apps_with(router, reference) as (client, edge_client, edge_score):
+        _check_openapi(client)
+        edge = _edge_payment()
+        trials = [(f"payment {b.get('transaction_id', '(sent without an id)')}" +
+                   (" (with unknown values)" if None in b.values() else ""), b, c, None)
+                  for b in _trial_payments() for c in (client, edge_client)]
+        trials.insert(0, (f"payment {edge['transaction_id']}, scored exactly on the threshold of an app serving the "
+                          f"model at threshold {edge_score:.6g}", edge, edge_client, edge_score))
+        trials[1:1] = [(f"{label}", body, client, None) for label, body in _refused_payments(_NEW_CUSTOMER_BODY)]
+        for label, body, app_client, on_edge in trials:
+            got = app_client.post("/predict/reason", json=body)
+            expected = app_client.post("/reference/predict/reason", json=body)
+            problem = _compare_answers(body, got, expected, on_edge)
+            if problem:
+                raise AssertionError(f"with {label}: {problem}")
+    del NotAttempted
+
+
+_NEW_CUSTOMER_BODY = {"transaction_id": "new-customer-1", "amount": 89.9, "merchant_category": "online_retail",
+                      "channel": "online", "hour": 21, "customer_age_days": 12, "avg_amount_30d": None,
+                      "tx_count_24h": 0, "distance_from_home_km": None, "country_mismatch": False, "new_device": True}
+
+
+def _route_variant(body: str = "model", response_model: bool = True, method: str = "post", path: str = "/predict/reason",
+                   strict: bool = False, reasons: str = "flagged", rounded: bool = False, threshold: float | None = None,
+                   echo_id: bool = True, style: str = "plain"):
+    """The kept answers: the reference route with one thing changed."""
+    from typing import Annotated, Literal
+
+    from fastapi import APIRouter, Depends
+    from pydantic import BaseModel
+
+    from ..serving.app import LoadedModel, reason_codes, served_model
+    from ..serving.schemas import Transaction
+
+    fields = {"transaction_id": (str | None), "score": float, "decision": Literal["flag", "approve"],
+              "threshold": float, "reasons": list[str]}
+    if not echo_id:
+        fields.pop("transaction_id")
+    if style == "prefix":
+        fields["model_version"] = str
+    Reason = type("Reason", (BaseModel,), {"__annotations__": fields})
+
+    def answer(payment, model):
+        if body == "dict":
+            payment = Transaction.model_construct(**{"transaction_id": None, **payment})
+        features = {k: v for k, v in payment.__dict__.items() if k != "transaction_id"} if body == "dict" else \
+            payment.model_dump(exclude={"transaction_id"})
+        score = float(model.scores([features])[0])
+        cut = model.threshold if threshold is None else threshold
+        flagged = score > cut if strict else score >= cut
+        out = {"score": round(score, 3) if rounded else score, "decision": "flag" if flagged else "approve",
+               "threshold": cut,
+               "reasons": reason_codes(features) if (reasons == "always" or (reasons == "flagged" and flagged)) else []}
+        if echo_id:
+            out["transaction_id"] = payment.transaction_id
+        if style == "prefix":
+            out["model_version"] = model.version
+        return out
+
+    if style == "prefix":
+        router = APIRouter(prefix="/predict")
+        path = "/reason"
+    else:
+        router = APIRouter()
+    kwargs = {"response_model": Reason} if response_model and style != "annotated" else {}
+    decorate = getattr(router, method)(path, **kwargs)
+    if style == "annotated":
+        async def route(payment, model):
+            return answer(payment, model)
+        route.__annotations__ = {"payment": Transaction, "model": Annotated[LoadedModel, Depends(served_model)],
+                                 "return": Reason}
+    else:
+        def route(payment, model=Depends(served_model)):
+            return answer(payment, model)
+        # this module postpones its annotations (strings FastAPI would look up here): give it the objects
+        route.__annotations__ = {"payment": dict if body == "dict" else Transaction}
+    decorate(route)
+    return router

@@ -598,18 +598,9 @@ def problems(text) -> list[str]:
 
 def _serve_in_thread(app) -> str:
     """Run ``app`` with uvicorn on a free 127.0.0.1 port in a daemon thread (it lives as long as this process)."""
-    import threading
+    from ..serving.server import serve_in_thread
 
-    import uvicorn
-
-    from ..serving.server import free_port, wait_until_ready
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    threading.Thread(target=server.run, daemon=True, name=f"lab05-probe-server-{port}").start()
-    url = f"http://127.0.0.1:{port}"
-    wait_until_ready(url, 60, path="/health")
-    return url
+    return serve_in_thread(app, report=None, path="/health")[0]
 
 
 _UNREADY = "the model is still loading (a server the check keeps unready on purpose)"

@@ -8,6 +8,9 @@ import importlib
 _LAZY = {
     "create_app": "app",
     "app_from_env": "app",
+    "served_model": "app",
+    "reason_codes": "app",
+    "Transaction": "schemas",
     "start_server": "server",
     "ServerHandle": "server",
     "export_bundle": "model",

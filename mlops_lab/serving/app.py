@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
@@ -424,6 +424,34 @@ def _candidate_scores(candidate: LoadedModel, records: list[dict]) -> tuple[np.n
     except Exception as exc:
         return None, f"v{candidate.version} {type(exc).__name__}: {exc}"[:200]
     return values, None
+
+
+def served_model(request: Request) -> LoadedModel:
+    """A FastAPI dependency for routes a team adds to the app (``app.include_router(router)``): the model
+    that answers payments now (``.scores(records)``, ``.threshold``, ``.version``), read once per request.
+    Until it has loaded, the route answers 503 with the reason, as ``/predict`` does."""
+    live = request.app.state.cardguard["live"]
+    if live is None:
+        raise HTTPException(503, request.app.state.cardguard["reason"] or "model not loaded")
+    return live.model
+
+
+# The signals a fraud analyst reads first on a flagged payment, in the order they are listed.
+REASONS = (
+    ("new device", lambda p: p["new_device"]),
+    ("card and shop in different countries", lambda p: p["country_mismatch"]),
+    ("amount over 5x the 30-day average",
+     lambda p: p["avg_amount_30d"] is not None and p["amount"] > 5 * p["avg_amount_30d"]),
+    ("5 or more payments in 24 h", lambda p: p["tx_count_24h"] >= 5),
+    ("over 100 km from home", lambda p: p["distance_from_home_km"] is not None and p["distance_from_home_km"] > 100),
+    ("at night (before 6:00)", lambda p: p["hour"] < 6),
+)
+
+
+def reason_codes(payment: dict) -> list[str]:
+    """The analyst's signals that hold for ``payment`` (a dict of the contract's features, unknown values
+    None), in ``REASONS`` order: what a reviewer reads first, not what the model weighed."""
+    return [reason for reason, holds in REASONS if holds(payment)]
 
 
 DOCS_ASSETS = "/docs-assets"

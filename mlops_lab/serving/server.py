@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import LabError
@@ -200,6 +201,31 @@ def wait_until_ready(url: str, timeout: float, alive=lambda: True, logs=lambda: 
             time.sleep(0.1)
     raise LabError(f"The server at {url} was not ready after {timeout:.0f} s ({reason}). Its log ends with:\n"
                    f"{logs()[-2000:]}")
+
+
+def serve_in_thread(app, report=print, path: str = "/ready") -> tuple[str, Callable[[], None]]:
+    """Serve ``app`` (a FastAPI app built in this process, e.g. with your routes included) with uvicorn on a
+    free 127.0.0.1 port in a daemon thread; wait until ``path`` answers 200 (the model has loaded). Returns its
+    URL and a function that stops it (in-flight requests finish). For a server in its own process, use
+    ``start_server``."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True, name=f"mlops-lab-uvicorn-{port}")
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    if report:
+        report(f"serve_in_thread: uvicorn serves your app on {url}; waiting until {path} answers (the model loads)...")
+    wait_until_ready(url, 60, alive=thread.is_alive, path=path)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(30)
+
+    return url, stop
 
 
 def start_server(
