@@ -143,22 +143,28 @@ def solution_paths(root: Path) -> list[Path]:
     return sorted(p for p in (root / "solutions").glob("*.ipynb") if NOTEBOOK_RE.match(p.name))
 
 
+def preview_paths(root: Path) -> list[Path]:
+    """The labs in preview (``solutions/preview/``): built and tested like the others, run only when asked for
+    by number (``mlops-lab run 10``), not part of the course's run or of the learner's copies yet."""
+    return sorted(p for p in (root / "solutions" / "preview").glob("*.ipynb") if NOTEBOOK_RE.match(p.name))
+
+
 def build(root: Path | None = None, check: bool = False) -> list[Path]:
     """Generate labs/ from solutions/. With ``check``, write nothing and return the stale labs."""
     root = repo_root(root)
     stale = []
     wanted = set()
-    for sol in solution_paths(root):
-        target = root / "labs" / sol.name
-        wanted.add(target.name)
+    for sol in [*solution_paths(root), *preview_paths(root)]:
+        target = root / "labs" / sol.relative_to(root / "solutions")
+        wanted.add(target)
         text = _dumps(lab_from_solution(sol))
         if not target.exists() or target.read_text() != text:
             stale.append(target)
             if not check:
                 target.parent.mkdir(exist_ok=True)
                 target.write_text(text)
-    for orphan in (root / "labs").glob("*.ipynb"):
-        if orphan.name not in wanted:
+    for orphan in [*(root / "labs").glob("*.ipynb"), *(root / "labs" / "preview").glob("*.ipynb")]:
+        if orphan not in wanted:
             stale.append(orphan)
             if not check:
                 orphan.unlink()
@@ -187,9 +193,13 @@ def select(root: Path, numbers: list[str] | None, labs: bool = False) -> list[Pa
     available = {p.name[:2]: folder / p.name for p in solution_paths(root)}
     if not numbers:
         return list(available.values())
+    previews = {p.name[:2]: folder / "preview" / p.name for p in preview_paths(root)}
     chosen = []
     for raw in numbers:
         key = raw.zfill(2) if raw.isdigit() else raw
+        if key in previews and key not in available:
+            chosen.append(previews[key])
+            continue
         if key not in available:
             raise LabError(
                 f"There is no notebook {raw} in {folder.name}/. The course has: {', '.join(available)}. "

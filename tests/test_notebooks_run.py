@@ -20,6 +20,21 @@ from .conftest import NOTEBOOK_TIMEOUT, ROOT, LabRuns, _git_status
 def test_lab_runs_with_exercises_unanswered(lab_runs, solution):
     result = lab_runs.result(solution.name)
     assert result.ok, lab_runs.explain(result)
+    _assert_unanswered(result)
+
+
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT)
+@pytest.mark.parametrize("preview", notebooks.preview_paths(ROOT), ids=lambda p: p.name)
+def test_a_preview_lab_runs_with_exercises_unanswered(preview, tmp_path):
+    """A lab in preview (solutions/preview/) has its exercise form too (labs/preview/), and it runs."""
+    assert (ROOT / "labs" / "preview" / preview.name).exists(), "run `mlops-lab build`"
+    [result] = notebooks.run([preview.name[:2]], labs=True, workspace=tmp_path / "workspace", root=ROOT,
+                             timeout=NOTEBOOK_TIMEOUT, report=lambda *a, **k: None)
+    assert result.ok, f"labs/preview/{preview.name} failed after {result.seconds:.0f} s: {result.error}"
+    _assert_unanswered(result)
+
+
+def _assert_unanswered(result):
     executed = nbformat.read(result.output, as_version=4)
     # check feedback is a rich display (HTML with a text/plain form); other cells print streams
     text = "\n".join(
