@@ -729,37 +729,53 @@ def _empty_router():
 
 @contextlib.contextmanager
 def _apps_with(router, reference):
-    """Two course apps, each with the learner's router and the reference's (under /reference): one serving the
-    champion, one serving it at a threshold exactly on the score of a low-scoring payment (so ``>=`` shows)."""
+    """Three course apps, each with the learner's router and the reference's (under /reference): one serving the
+    champion, one serving it at a threshold exactly on the score of a low-scoring payment (so ``>=`` shows), and
+    one whose model never finishes loading (``served_model`` answers 503 there)."""
     import warnings
 
     from ..serving.app import create_app
-    from ..serving.client import to_payload
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*httpx.*")
         from fastapi.testclient import TestClient
 
+    import logging
+
     champion = champion_model()
     edge = _edge_payment()
     edge_score = float(champion.scores([{k: v for k, v in edge.items() if k != "transaction_id"}])[0])
-    models = (champion, dataclasses.replace(champion, threshold=edge_score))
+    loaders = (lambda: champion, lambda: dataclasses.replace(champion, threshold=edge_score), _never_ready)
+    logging.getLogger("mlops_lab.serving").addFilter(_quiet_unready)
     with contextlib.ExitStack() as stack:
         clients = []
-        for n, model in enumerate(models):
-            app = create_app(load_model=lambda model=model: model,
+        for n, load in enumerate(loaders):
+            app = create_app(load_model=load,
                              prediction_log=f"{stack.enter_context(tempfile.TemporaryDirectory(prefix='mlops-lab-check-'))}"
                                             f"/predictions-{n}.jsonl")
             app.include_router(router)
             app.include_router(reference, prefix="/reference")
             client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
-            for _ in range(200):
+            for _ in range(200 if load is not _never_ready else 0):
                 if client.get("/ready").status_code == 200:
                     break
                 time.sleep(0.05)
             clients.append(client)
-        del to_payload
-        yield clients[0], clients[1], edge_score
+        yield clients[0], clients[1], clients[2], edge_score
+
+
+_UNREADY = "the model is still loading (an app the check keeps unready on purpose)"
+
+
+def _never_ready():
+    from ..errors import LabError
+
+    raise LabError(_UNREADY)
+
+
+def _quiet_unready(record) -> bool:
+    """The server logs why it is not ready; that one is on purpose, not news for the learner."""
+    return _UNREADY not in record.getMessage()
 
 
 @functools.cache
@@ -772,6 +788,8 @@ def _trial_payments():
               for start, seed in (("2026-02-16", 44), ("2026-03-02", 7), ("2026-01-12", 91))]
     bodies = [body for frame in frames for body in to_payload(frame)]
     bodies[3] = {k: v for k, v in bodies[3].items() if k != "transaction_id"}  # a caller that sends no id
+    for n in (5, 13):  # unknown values left out rather than sent as null (the contract allows both)
+        bodies[n] = {k: v for k, v in bodies[n].items() if k not in ("avg_amount_30d", "distance_from_home_km")}
     return tuple(bodies)
 
 
@@ -779,7 +797,7 @@ def _trial_payments():
 def _edge_payment() -> dict:
     """The lowest-scoring of the trial payments with every value known: the second app's threshold sits
     exactly on its score, so every other payment of the trials is flagged there and shows its reasons."""
-    bodies = [b for b in _trial_payments() if None not in b.values() and "transaction_id" in b]
+    bodies = [b for b in _trial_payments() if None not in b.values() and "transaction_id" in b and len(b) == 11]
     champion = champion_model()
     scores = champion.scores([{k: v for k, v in b.items() if k != "transaction_id"} for b in bodies])
     return dict(bodies[int(np.argmin(scores))])
@@ -824,9 +842,17 @@ def _check_openapi(client) -> None:
     assert body, ("your route documents no request body: declare the payment as a parameter typed with the contract's "
                   "model, `payment: Transaction`, so FastAPI reads, validates and documents it")
     fields = set(_resolve(body, spec).get("properties", {}))
+    assert fields, ("your route takes its body as a plain `dict`, which FastAPI does not validate: type the payment "
+                    "as the contract's `Transaction` (`payment: Transaction`), so a bad one gets the app's 422")
+    assert fields != {"payment"}, ("your route expects the payment wrapped in {\"payment\": {...}} (Body(embed=True)): "
+                                   "take the payment itself as the body, `payment: Transaction`")
     assert fields == set(Transaction.model_fields), (
         f"the request body your route documents has the fields {sorted(fields)}, not the contract's: type the payment "
         "as `Transaction` itself (lab.serving.Transaction), not a model of your own")
+    other = sorted(code for code in operation.get("responses", {}) if code.startswith("2") and code != "200")
+    assert "200" in operation.get("responses", {}) or not other, (
+        f"your route answers {other[0]}, and callers of /predict/reason expect 200 as from /predict: a score is not a "
+        "created resource (leave status_code out, or set it to 200)")
     ok = operation.get("responses", {}).get("200", {}).get("content", {}).get("application/json", {}).get("schema", {})
     props = set(_resolve(ok, spec).get("properties", {})) if ok else set()
     missing = [f for f in REASON_FIELDS if f not in props]
@@ -843,8 +869,14 @@ def _compare_answers(body, got, expected, edge_score: float | None) -> str | Non
     if got.status_code != expected.status_code:
         what = got.text[:200]
         if got.status_code == 500:
-            what = "an internal error (500): your route raised an exception"
-        return f"your route answered {got.status_code} ({what}) where the reference answers {expected.status_code}"
+            what = ("an internal error: your route raised an exception, or its answer does not fit its own response "
+                    "model (FastAPI checks the answer too)")
+        hint = ""
+        if expected.status_code == 503:
+            hint = (": the app's model has not loaded yet, and `Depends(served_model)` says so with a 503; take the model "
+                    "from it rather than from the app's state")
+        return (f"your route answered {got.status_code} ({what}) where the reference answers {expected.status_code}"
+                + hint)
     if expected.status_code != 200:
         fields = sorted(e["field"] for e in got.json().get("errors", []))
         want = sorted(e["field"] for e in expected.json().get("errors", []))
@@ -869,6 +901,9 @@ def _compare_answers(body, got, expected, edge_score: float | None) -> str | Non
                 f"{reference['score']:.6g} and threshold {reference['threshold']:.6g}"
                 + (": a score exactly on the threshold is flagged (score >= threshold)" if on_edge else
                    ": 'flag' when score >= model.threshold, else 'approve'"))
+    if not isinstance(answer["reasons"], list):
+        return (f"reasons is {answer['reasons']!r}, expected the list {reference['reasons']!r}"
+                + (" ([] for an approved payment)" if reference["decision"] == "approve" else ""))
     if list(answer["reasons"]) != list(reference["reasons"]):
         why = ("an approved payment has no reasons: []" if reference["decision"] == "approve" else
                "a flagged payment lists reason_codes(features), in their order")
@@ -922,7 +957,7 @@ def predict_reason(payment: Transaction, model=Depends(served_model)):
     reference="router",
     stub=_empty_router,
     cases=(
-        wrong("the body as a plain dict", lambda: _route_variant(body="dict"), "type the payment"),
+        wrong("the body as a plain dict", lambda: _route_variant(body="dict"), "as a plain `dict`"),
         wrong("no response model", lambda: _route_variant(response_model=False), "give it a response model"),
         wrong("a GET route", lambda: _route_variant(method="get"), "POST /predict/reason"),
         wrong("another path", lambda: _route_variant(path="/reason"), "POST /predict/reason"),
@@ -932,6 +967,11 @@ def predict_reason(payment: Transaction, model=Depends(served_model)):
         wrong("the score rounded", lambda: _route_variant(rounded=True), "unrounded"),
         wrong("a threshold of 0.5", lambda: _route_variant(threshold=0.5), "threshold is 0.5"),
         wrong("the id not echoed", lambda: _route_variant(echo_id=False), "missing: transaction_id"),
+        wrong("the model read from the app's state (blind attack)", lambda: _route_variant(from_state=True),
+              "`Depends(served_model)` says so with a 503"),
+        wrong("features without the unknown values a caller left out (blind attack)",
+              lambda: _route_variant(unset=True), "its unknown values left out"),
+        wrong("201 Created (blind attack)", lambda: _route_variant(status_code=201), "a score is not a created resource"),
         right("async, a return annotation, Annotated dependency, a dict returned",
               lambda: _route_variant(style="annotated")),
         right("a router with a prefix and extra fields in the answer", lambda: _route_variant(style="prefix")),
@@ -953,12 +993,15 @@ def _check_reason_route(router) -> None:
     assert ("POST", "/predict/reason") in routes, (
         f"your router has {', '.join(f'{m} {p}' for m, p in routes)}; the task asks for POST /predict/reason")
     reference = get("4.6").reference()
-    with _apps_with(router, reference) as (client, edge_client, edge_score):
+    with _apps_with(router, reference) as (client, edge_client, loading_client, edge_score):
         _check_openapi(client)
         edge = _edge_payment()
         trials = [(f"payment {b.get('transaction_id', '(sent without an id)')}" +
-                   (" (with unknown values)" if None in b.values() else ""), b, c, None)
+                   (" (with unknown values)" if None in b.values() else "") +
+                   (" (its unknown values left out)" if "avg_amount_30d" not in b else ""), b, c, None)
                   for b in _trial_payments() for c in (client, edge_client)]
+        trials.append(("a payment sent while the app's model is still loading", _NEW_CUSTOMER_BODY, loading_client,
+                       None))
         trials.insert(0, (f"payment {edge['transaction_id']}, scored exactly on the threshold of an app serving the "
                           f"model at threshold {edge_score:.6g}", edge, edge_client, edge_score))
         trials[1:1] = [(f"{label}", body, client, None) for label, body in _refused_payments(_NEW_CUSTOMER_BODY)]
@@ -978,7 +1021,8 @@ _NEW_CUSTOMER_BODY = {"transaction_id": "new-customer-1", "amount": 89.9, "merch
 
 def _route_variant(body: str = "model", response_model: bool = True, method: str = "post", path: str = "/predict/reason",
                    strict: bool = False, reasons: str = "flagged", rounded: bool = False, threshold: float | None = None,
-                   echo_id: bool = True, style: str = "plain"):
+                   echo_id: bool = True, style: str = "plain", status_code: int = 200, unset: bool = False,
+                   from_state: bool = False):
     """The kept answers: the reference route with one thing changed."""
     from typing import Annotated, Literal
 
@@ -1000,7 +1044,7 @@ def _route_variant(body: str = "model", response_model: bool = True, method: str
         if body == "dict":
             payment = Transaction.model_construct(**{"transaction_id": None, **payment})
         features = {k: v for k, v in payment.__dict__.items() if k != "transaction_id"} if body == "dict" else \
-            payment.model_dump(exclude={"transaction_id"})
+            payment.model_dump(exclude={"transaction_id"}, exclude_unset=unset)
         score = float(model.scores([features])[0])
         cut = model.threshold if threshold is None else threshold
         flagged = score > cut if strict else score >= cut
@@ -1019,8 +1063,16 @@ def _route_variant(body: str = "model", response_model: bool = True, method: str
     else:
         router = APIRouter()
     kwargs = {"response_model": Reason} if response_model and style != "annotated" else {}
+    if status_code != 200:
+        kwargs["status_code"] = status_code
     decorate = getattr(router, method)(path, **kwargs)
-    if style == "annotated":
+    if from_state:
+        from fastapi import Request
+
+        def route(payment, request):
+            return answer(payment, request.app.state.cardguard["live"].model)
+        route.__annotations__ = {"payment": Transaction, "request": Request}
+    elif style == "annotated":
         async def route(payment, model):
             return answer(payment, model)
         route.__annotations__ = {"payment": Transaction, "model": Annotated[LoadedModel, Depends(served_model)],

@@ -603,20 +603,6 @@ def _serve_in_thread(app) -> str:
     return serve_in_thread(app, report=None, path="/health")[0]
 
 
-_UNREADY = "the model is still loading (a server the check keeps unready on purpose)"
-
-
-def _never_ready():
-    from ..errors import LabError
-
-    raise LabError(_UNREADY)
-
-
-def _quiet_unready(record) -> bool:
-    """The server logs why it is not ready; that one is on purpose, not news for the learner."""
-    return _UNREADY not in record.getMessage()
-
-
 @functools.cache
 def _probe_servers() -> dict[str, str]:
     """Two real CardGuard servers (uvicorn on 127.0.0.1) the learner's probe is run against: one ready, one up
@@ -626,7 +612,7 @@ def _probe_servers() -> dict[str, str]:
     from ..serving.app import create_app
     from ..serving.server import wait_until_ready
     from . import _scratch_folder
-    from .lab04 import champion_model
+    from .lab04 import _never_ready, _quiet_unready, champion_model
 
     print("Starting two CardGuard servers on 127.0.0.1 for health checks to run against (once per session, "
           "a few seconds)...", flush=True)
