@@ -216,9 +216,23 @@ def _warm_up() -> None:
         ax.legend()
         fig.savefig(io.BytesIO(), format="png")
 
+    def course_modules():
+        """The course's own modules every lab imports (its checks build the registry of all exercises): about
+        60 MB of code and tables a kernel would otherwise hold on its own."""
+        import importlib
+
+        from mlops_lab import exercises
+
+        exercises.all_exercises()
+        for name in ("mlops_lab.registry", "mlops_lab.pipeline", "mlops_lab.ci", "mlops_lab.testing",
+                     "mlops_lab.monitoring", "mlops_lab.monitoring.explorer", "mlops_lab.widgets", "mlops_lab.learner",
+                     "mlops_lab.serving.client", "mlops_lab.serving.server", "mlops_lab.container"):
+            importlib.import_module(name)
+
     with threadpool_limits(limits=1):
         step("SQLAlchemy's mappers", sqlalchemy_mappers)
         step("the course's code paths", course)
+        step("the course's modules", course_modules)
         step("a plot", plot)
 
 

@@ -189,6 +189,10 @@ def setup(n: int, fresh: bool = False, report: Callable[[str], None] = print) ->
     if fresh:
         config.reset()
     config.ensure_home()
+    if config.on_binder():
+        from .serving.server import stop_servers_left_running
+
+        stop_servers_left_running(report)
     for lab in range(n):
         if lab in STEPS:
             STEPS[lab]()

@@ -490,3 +490,30 @@ def test_slow_body_is_cut_with_a_408(impatient_server):
         for sock in connections:
             sock.close()
     assert httpx.get(f"{impatient_server.url}/health", timeout=10).status_code == 200
+
+
+def test_lab_setup_on_binder_stops_the_servers_other_kernels_left_running(bundle, tmp_path, monkeypatch):
+    """On Binder every kernel a learner leaves running shares 2 GB: lab.setup stops the API servers that
+    another process (an earlier lab's kernel) started in the workspace, and says so; its own it leaves alone."""
+    import json as json_
+    import os
+
+    from mlops_lab import course
+    from mlops_lab.serving.server import stop_servers_left_running
+
+    monkeypatch.setenv("MLOPS_LAB_HOME", str(tmp_path / "workspace"))
+    with start_server(bundle=bundle, prediction_log=tmp_path / "mine.jsonl") as mine, \
+            start_server(bundle=bundle, prediction_log=tmp_path / "theirs.jsonl") as theirs:
+        record = json_.loads(theirs.record.read_text())
+        theirs.record.write_text(json_.dumps({**record, "owner": os.getppid()}))  # as if another kernel had
+        assert stop_servers_left_running(report=None) == [theirs.url]
+        assert theirs.process.wait(15) is not None and not theirs.record.exists()
+        assert mine.running and httpx.get(f"{mine.url}/ready").status_code == 200
+        theirs.record.write_text(json_.dumps({**record, "owner": os.getppid()}))  # its pid is gone: forgotten
+        assert stop_servers_left_running(report=None) == [] and not theirs.record.exists()
+        lines = []
+        monkeypatch.setenv("MLOPS_LAB_BINDER", "1")
+        mine.record.write_text(json_.dumps({**json_.loads(mine.record.read_text()), "owner": os.getppid()}))
+        course.setup(0, report=lines.append)
+        assert not mine.running or mine.process.wait(15) is not None
+        assert any(f"stopped the API server an earlier lab left running at {mine.url}" in line for line in lines)

@@ -127,6 +127,9 @@ class ServerHandle:
 
     def __init__(self, process: subprocess.Popen, url: str, log_path: Path):
         self.process, self.url, self.log_path = process, url, log_path
+        # who started it, for lab.setup on Binder (stop_servers_left_running)
+        self.record = log_path.with_name(f"uvicorn-{self.port}.json")
+        self.record.write_text(json.dumps({"pid": process.pid, "owner": os.getpid(), "url": url}))
 
     @property
     def port(self) -> int:
@@ -166,6 +169,7 @@ class ServerHandle:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.record.unlink(missing_ok=True)
         return self.process.returncode
 
     def __enter__(self) -> ServerHandle:
@@ -201,6 +205,43 @@ def wait_until_ready(url: str, timeout: float, alive=lambda: True, logs=lambda: 
             time.sleep(0.1)
     raise LabError(f"The server at {url} was not ready after {timeout:.0f} s ({reason}). Its log ends with:\n"
                    f"{logs()[-2000:]}")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
+def stop_servers_left_running(report=print, timeout: float = 15) -> list[str]:
+    """Stop the API servers that other processes (another lab's kernel, left running in its tab) started in
+    this workspace, and return their URLs. lab.setup calls it on Binder, where 2 GB hold every kernel a
+    learner leaves running: lab 04's server is about 90 MB that no later lab uses."""
+    from .. import config
+
+    stopped = []
+    for record in sorted((config.home() / "servers").glob("uvicorn-*.json")):
+        try:
+            info = json.loads(record.read_text())
+            pid, owner, url = int(info["pid"]), int(info["owner"]), str(info["url"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if owner == os.getpid():
+            continue
+        if b"uvicorn" not in _cmdline(pid):  # gone (or its pid reused by another program): forget it
+            record.unlink(missing_ok=True)
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _cmdline(pid):  # a zombie (its owner reaps it later) has none
+            time.sleep(0.1)
+        record.unlink(missing_ok=True)
+        stopped.append(url)
+        if report:
+            report(f"lab.setup: stopped the API server an earlier lab left running at {url} (Binder's 2 GB): "
+                   "start it again in that lab's first section if you go back to it")
+    return stopped
 
 
 def serve_in_thread(app, report=print, path: str = "/ready") -> tuple[str, Callable[[], None]]:
