@@ -204,7 +204,8 @@ def _shared_store() -> bool:
 
 # Every experiment and registered model a lab creates, by kind (a suffix of the course's name): on a
 # workshop server each learner gets their own of each, created and granted ahead (workshop.py).
-EXPERIMENTS = {"runs": "", "loop": "-loop"}  # lab 02's runs; lab 08's loop retrains (pipeline.py)
+# lab 02's runs; lab 03's MLflow evaluations; lab 08's loop retrains (pipeline.py)
+EXPERIMENTS = {"runs": "", "evaluation": "-evaluation", "loop": "-loop"}
 MODELS = {"course": "", "whatif": "-whatif"}  # the course's model; lab 08's what-if loop
 
 

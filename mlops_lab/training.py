@@ -426,8 +426,11 @@ def compare_runs(metric: str = "valid_pr_auc", max_runs: int = 50) -> pd.DataFra
     were inputs falls back to its ``data.fingerprint`` tag."""
     mlflow = mlflow_client()
     experiment_id = _experiment_id(mlflow)
+    # ties (the same model trained again on the same data, by lab 06's CI or lab.setup) go to the earliest run:
+    # MLflow would otherwise order them by run id, at random, and the lab's challenger would change between runs
     runs = mlflow.MlflowClient().search_runs([experiment_id], filter_string="attributes.status = 'FINISHED'",
-                                             max_results=max_runs, order_by=[f"metrics.{metric} DESC"])
+                                             max_results=max_runs,
+                                             order_by=[f"metrics.{metric} DESC", "attributes.start_time ASC"])
     rows = []
     for run in runs:
         tags, params = run.data.tags, run.data.params

@@ -251,7 +251,7 @@ def test_crash_then_start_with_new_learners_keeps_everyone_else(server, room, as
     assert [_logs_in(server["uri"], lid, pw) for lid, pw in server["passwords"].items()] == [200] * 5
     # every name a lab creates for dan exists already, and only dan may write it
     assert [name for _, name in workshop.learner_resources("dan")] == [
-        "cardguard-dan", "cardguard-dan-loop", "cardguard-dan", "cardguard-dan-whatif"]
+        "cardguard-dan", "cardguard-dan-evaluation", "cardguard-dan-loop", "cardguard-dan", "cardguard-dan-whatif"]
     as_learner("dan", server["passwords"]["dan"])
     assert all(ok for _, ok, _ in workshop.check_connection())
     from mlops_lab import training
