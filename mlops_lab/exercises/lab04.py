@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import Trial, differential, exercise, get, require_attempt, right, wrong
+from . import NotAttempted, Trial, _short, differential, exercise, get, require_attempt, right, wrong
 
 # --------------------------------------------------------------------------- 4.1
 
@@ -865,7 +865,7 @@ def _check_openapi(client) -> None:
         "parameter (`payment: Transaction`)")
 
 
-def _compare_answers(body, got, expected, edge_score: float | None) -> str | None:
+def _compare_answers(got, expected, on_edge: bool) -> str | None:
     if got.status_code != expected.status_code:
         what = got.text[:200]
         if got.status_code == 500:
@@ -896,7 +896,7 @@ def _compare_answers(body, got, expected, edge_score: float | None) -> str | Non
     if not isinstance(answer["threshold"], float) or answer["threshold"] != reference["threshold"]:
         return f"threshold is {answer['threshold']!r}, the served model's is {reference['threshold']!r} (`model.threshold`)"
     if answer["decision"] != reference["decision"]:
-        on_edge = edge_score is not None and reference["score"] == reference["threshold"]
+        on_edge = on_edge and reference["score"] == reference["threshold"]
         return (f"decision is {answer['decision']!r}, expected {reference['decision']!r} for score "
                 f"{reference['score']:.6g} and threshold {reference['threshold']:.6g}"
                 + (": a score exactly on the threshold is flagged (score >= threshold)" if on_edge else
@@ -909,11 +909,6 @@ def _compare_answers(body, got, expected, edge_score: float | None) -> str | Non
                "a flagged payment lists reason_codes(features), in their order")
         return f"reasons are {answer['reasons']!r}, expected {reference['reasons']!r}: {why}"
     return None
-
-
-def _short(value, limit: int = 160) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @exercise(
@@ -981,8 +976,6 @@ def _check_reason_route(router) -> None:
     require_attempt(router)
     from fastapi import APIRouter, FastAPI
 
-    from . import NotAttempted
-
     if isinstance(router, FastAPI):
         raise AssertionError("this is a whole app; write an APIRouter (`router = APIRouter()`) and put your route on "
                              "it: the course's app includes it with app.include_router(router)")
@@ -998,25 +991,22 @@ def _check_reason_route(router) -> None:
         edge = _edge_payment()
         trials = [(f"payment {b.get('transaction_id', '(sent without an id)')}" +
                    (" (with unknown values)" if None in b.values() else "") +
-                   (" (its unknown values left out)" if "avg_amount_30d" not in b else ""), b, c, None)
+                   (" (its unknown values left out)" if "avg_amount_30d" not in b else ""), b, c, False)
                   for b in _trial_payments() for c in (client, edge_client)]
         trials.append(("a payment sent while the app's model is still loading", _NEW_CUSTOMER_BODY, loading_client,
-                       None))
+                       False))
         trials.insert(0, (f"payment {edge['transaction_id']}, scored exactly on the threshold of an app serving the "
-                          f"model at threshold {edge_score:.6g}", edge, edge_client, edge_score))
-        trials[1:1] = [(f"{label}", body, client, None) for label, body in _refused_payments(_NEW_CUSTOMER_BODY)]
+                          f"model at threshold {edge_score:.6g}", edge, edge_client, True))
+        trials[1:1] = [(label, body, client, False) for label, body in _refused_payments(_NEW_CUSTOMER_BODY)]
         for label, body, app_client, on_edge in trials:
             got = app_client.post("/predict/reason", json=body)
             expected = app_client.post("/reference/predict/reason", json=body)
-            problem = _compare_answers(body, got, expected, on_edge)
+            problem = _compare_answers(got, expected, on_edge)
             if problem:
                 raise AssertionError(f"with {label}: {problem}")
-    del NotAttempted
 
 
-_NEW_CUSTOMER_BODY = {"transaction_id": "new-customer-1", "amount": 89.9, "merchant_category": "online_retail",
-                      "channel": "online", "hour": 21, "customer_age_days": 12, "avg_amount_30d": None,
-                      "tx_count_24h": 0, "distance_from_home_km": None, "country_mismatch": False, "new_device": True}
+_NEW_CUSTOMER_BODY = {"transaction_id": "new-customer-1", **NEW_CUSTOMER}
 
 
 def _route_variant(body: str = "model", response_model: bool = True, method: str = "post", path: str = "/predict/reason",
