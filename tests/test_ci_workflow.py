@@ -160,3 +160,25 @@ def test_without_setup_python_there_is_no_project_python_to_install_into():
         "          cache-dependency-path: requirements.txt\n", "")
     run = lab06.run_job(workflow, report=lambda line: None)
     assert not run.ok and run.failed.number == 2
+
+
+def test_without_git_the_checkout_is_the_repository_not_the_home_it_lives_in(tmp_path):
+    # On Binder the clone is the home folder and has no .git: the checkout must copy the repository's files,
+    # not ~/.ipython (whose history journal comes and goes under a running kernel), ~/.cache or ~/.bashrc.
+    for name in (".ci/run", ".github/workflows/ci.yml", ".gitignore", "mlops_lab/__init__.py",
+                 "deploy/helm/cardguard/.helmignore", "requirements.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    for name in (".ipython/profile_default/history.sqlite", ".cache/pip/wheel.whl", ".bashrc", ".local/bin/x",
+                 "mlops_lab/__pycache__/x.pyc", "mlruns/1/meta.yaml", "labs/.ipynb_checkpoints/x.ipynb"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert lab06._files_without_git(tmp_path) == [
+        ".ci/run", ".github/workflows/ci.yml", ".gitignore", "deploy/helm/cardguard/.helmignore",
+        "mlops_lab/__init__.py", "requirements.txt"]
+
+
+def test_a_file_that_vanishes_after_it_was_listed_is_left_out_of_the_digest(tmp_path):
+    (tmp_path / "kept.py").write_text("x")
+    assert lab06._tree_digest(tmp_path, ["kept.py", "gone.sqlite-journal"]) == lab06._tree_digest(
+        tmp_path, ["kept.py"])

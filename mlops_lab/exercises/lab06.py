@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -1164,6 +1165,12 @@ _OFFLINE = ("Failed to establish a new connection", "Temporary failure in name r
             "requirement setuptools")
 
 
+_REPOSITORY_DOT_FOLDERS = {".ci", ".github"}
+_REPOSITORY_DOT_FILES = {".gitignore", ".gitattributes", ".pre-commit-config.yaml"}
+_NOT_THE_REPOSITORY = {"__pycache__", ".venv", "test-output", "node_modules", ".ipynb_checkpoints", "mlruns",
+                       "mlops-lab-workspace", "build", "dist"}
+
+
 def _repository_files() -> tuple[Path, list[str]] | None:
     """The course repository's files (tracked and changed, as a checkout of this tree would give), or None
     when the package runs without its source tree."""
@@ -1180,9 +1187,23 @@ def _repository_files() -> tuple[Path, list[str]] | None:
                              capture_output=True, text=True)
         if out.returncode == 0:
             return root, sorted(p for p in out.stdout.split("\0") if p and (root / p).is_file())
-    skip = {".git", ".venv", "__pycache__", "test-output", "node_modules", ".ipynb_checkpoints"}
-    files = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not skip & set(p.parts)]
-    return root, sorted(files)
+    return root, _files_without_git(root)
+
+
+def _files_without_git(root: Path) -> list[str]:
+    """The repository's files under ``root`` where git is missing.
+
+    On Binder the clone is the home folder, without .git: keep the repository's own files, not the home's dot
+    files and folders (~/.ipython's history changes under a running kernel, ~/.cache holds pip's wheels)."""
+    files = []
+    for folder, dirs, names in os.walk(root):
+        top = Path(folder) == root
+        dirs[:] = sorted(d for d in dirs if d not in _NOT_THE_REPOSITORY
+                         and (not d.startswith(".") or (top and d in _REPOSITORY_DOT_FOLDERS)))
+        files += [str((Path(folder) / n).relative_to(root)) for n in names
+                  if (Path(folder) / n).is_file() and not n.endswith(".pyc")
+                  and not (top and n.startswith(".") and n not in _REPOSITORY_DOT_FILES)]
+    return sorted(files)
 
 
 def _tree_digest(root: Path, files: list[str]) -> str:
@@ -1194,7 +1215,8 @@ def _tree_digest(root: Path, files: list[str]) -> str:
     for name in files:
         if name.endswith((".ipynb", ".md")):
             continue
-        digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+        with contextlib.suppress(FileNotFoundError):  # gone since it was listed: as if it never was
+            digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -1360,7 +1382,8 @@ def run_job(workflow: str, job: str = "ml-pipeline", *, report=print) -> JobRun:
                         for rel in names:
                             target = workspace / rel
                             target.parent.mkdir(parents=True, exist_ok=True)
-                            shutil.copy2(root / rel, target)
+                            with contextlib.suppress(FileNotFoundError):  # gone since it was listed
+                                shutil.copy2(root / rel, target)
                         notes.append(f"actions/checkout emulated: a copy of this repository's {len(names)} files "
                                      "(no git history)")
                     runs.append(StepRun(number, name, "emulated", time.monotonic() - since))
