@@ -53,6 +53,18 @@ def path(*parts: str) -> Path:
     return home().joinpath(*parts)
 
 
+def dagster_home() -> Path:
+    """The workspace's Dagster home (DAGSTER_HOME for Dagster's UI and lab 09's instance), created, with a
+    dagster.yaml that keeps Dagster offline and quiet: no usage statistics sent (nor a banner about them), no
+    community sign-up dialog in its UI."""
+    folder = ensure_home() / "dagster"
+    folder.mkdir(exist_ok=True)
+    settings = folder / "dagster.yaml"
+    if not settings.exists():
+        settings.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    return folder
+
+
 MARKER = ".mlops-lab"
 
 

@@ -147,8 +147,7 @@ def configure_jupyter(c) -> None:
     UI on the learner's store through jupyter-server-proxy (at ``<base URL>mlflow/``), and terminals
     that are not login shells (a login shell runs /etc/profile, which puts back the system's PATH and
     loses the course's environment: "mlflow: command not found")."""
-    dagster_home = config.ensure_home() / "dagster"
-    dagster_home.mkdir(exist_ok=True)  # DAGSTER_HOME must exist before the UI starts
+    dagster_home = config.dagster_home()  # DAGSTER_HOME must exist (and say "offline") before the UI starts
     c.ServerProxy.servers = {
         "mlflow": {
             "command": mlflow_ui_command,

@@ -289,14 +289,9 @@ defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, jobs=[week_job, retrai
 def instance(fresh: bool = False) -> dg.DagsterInstance:
     """The workspace's Dagster instance (``$MLOPS_LAB_HOME/dagster``: runs, materializations, check
     results in SQLite), the one Dagster's UI shows (DAGSTER_HOME there). ``fresh``: forget its history."""
-    home = config.path("dagster")
-    if fresh and home.exists():
-        shutil.rmtree(home)
-    home.mkdir(parents=True, exist_ok=True)
-    settings = home / "dagster.yaml"
-    if not settings.exists():  # offline and quiet: no usage statistics, no banner about them
-        settings.write_text("telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.local_temp(tempdir=str(home))
+    if fresh and config.path("dagster").exists():
+        shutil.rmtree(config.path("dagster"))
+    return dg.DagsterInstance.local_temp(tempdir=str(config.dagster_home()))
 
 
 # Run config that keeps Dagster's own log lines out of a notebook's output (the instance keeps them all:

@@ -240,3 +240,20 @@ def test_jupyter_started_by_the_course_has_mlflow_ui_in_its_launcher(home, monke
         assert open(entry["launcher_entry"]["icon_path"]).read().lstrip().startswith("<svg")
         assert "-l" not in c.ServerApp.terminado_settings["shell_command"]
     assert learner.mlflow_ui_url().startswith("mlflow ui --backend-store-uri ")  # outside Jupyter: the command
+
+
+def test_dagsters_ui_from_the_launcher_starts_offline_and_quiet(home):
+    """issue 25: the Dagster tile may be opened before lab 09 ever ran; its DAGSTER_HOME already says no usage
+    statistics (they would go to telemetry.dagster.io) and no community sign-up dialog, as Dagster reads it."""
+    import dagster as dg
+    from traitlets.config import Config
+
+    from mlops_lab import learner, orchestration
+
+    c = Config()
+    learner.configure_jupyter(c)
+    dagster_home = c.ServerProxy.servers["dagster"]["environment"]["DAGSTER_HOME"]
+    seen = dg.DagsterInstance.from_config(dagster_home)
+    assert not seen.telemetry_enabled and not seen.nux_enabled
+    lab09 = orchestration.instance(fresh=True)  # lab 09's own start, forgetting the history: the same
+    assert lab09.root_directory == dagster_home and not lab09.telemetry_enabled and not lab09.nux_enabled

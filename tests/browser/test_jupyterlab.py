@@ -189,3 +189,45 @@ def test_mlflow_ui_opens_from_the_launcher(page, jupyterlab):
         mlflow_page.screenshot(path=str(SCREENSHOTS / "mlflow_ui_from_the_launcher.png"))
     finally:
         mlflow_page.close()
+
+
+@pytest.mark.timeout(900)
+def test_dagster_ui_opens_from_the_launcher(page, jupyterlab):
+    """issue 25: the launcher's "Dagster" tile starts `dagster-webserver` on lab 09's definitions
+    (``mlops_lab.orchestration``) through jupyter-server-proxy, under ``<base URL>dagster``, and opens it in
+    a new tab that shows the assets, read from its GraphQL endpoint through the proxy (its screenshot:
+    dagster_ui_from_the_launcher.png)."""
+    from playwright.sync_api import expect
+
+    from .conftest import SCREENSHOTS
+
+    page.goto(jupyterlab.page_url("lab?reset"))
+    page.get_by_role("menuitem", name="File").click()
+    page.get_by_role("menuitem", name="New Launcher").click()
+    tile = page.locator(".jp-LauncherCard", has_text="Dagster").first
+    tile.wait_for(timeout=120_000)
+    # the tab opens once `dagster-webserver` answers (it imports Dagster and the course, and starts a
+    # code server for the definitions)
+    with page.context.expect_page(timeout=400_000) as opened:
+        tile.click()
+    dagster_page = opened.value
+    try:
+        dagster_page.wait_for_url(re.compile(r"/dagster/"), timeout=60_000)
+        dagster_page.get_by_role("link", name="Catalog").click(timeout=400_000)  # the app's JavaScript ran
+        # the catalog lists the definitions' assets: the app's queries reach the webserver
+        expect(dagster_page.get_by_role("link", name="gate_decision")).to_be_visible(timeout=400_000)
+        # and a link into the app loads under the prefix too: the week's asset group, as a graph
+        dagster_page.goto(dagster_page.url.split("/dagster/")[0] + "/dagster/locations/mlops_lab.orchestration/"
+                          "asset-groups/week", timeout=120_000)
+        week = ("payments", "validated_batch", "rollout", "drift_report")
+        for asset in week:  # its graph, node by node
+            expect(dagster_page.get_by_text(asset, exact=True).first).to_be_visible(timeout=400_000)
+        # each node's weekly partitions, read from the instance: the nodes have stopped "Loading..."
+        expect(dagster_page.get_by_text(re.compile(r"^\d+ partitions$"))).to_have_count(len(week), timeout=400_000)
+        # the workspace's dagster.yaml turns off Dagster's "Join the Dagster community" sign-up dialog (it
+        # comes a second after the first page, over whatever the learner opened)
+        expect(dagster_page.get_by_text("Join the Dagster community")).to_have_count(0)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        dagster_page.screenshot(path=str(SCREENSHOTS / "dagster_ui_from_the_launcher.png"))
+    finally:
+        dagster_page.close()
