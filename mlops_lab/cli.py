@@ -25,6 +25,12 @@ class _Group(click.Group):
 @click.version_option(package_name="mlops-lab")
 def main() -> None:
     """mlops-lab: an executable MLOps course around CardGuard, a card-fraud detector."""
+    import os
+
+    from .config import NO_TELEMETRY
+
+    for name, value in NO_TELEMETRY.items():  # before anything imports MLflow, here or in what this starts
+        os.environ.setdefault(name, value)
 
 
 @main.command()

@@ -53,6 +53,12 @@ def path(*parts: str) -> Path:
     return home().joinpath(*parts)
 
 
+# Usage statistics the course's libraries would send out (MLflow 3 sends them to mlflow-telemetry.io from every
+# process that imports it): off in every process the course starts (the `mlops-lab` command and what it runs,
+# JupyterLab and its kernels, Binder), unless the learner set them. Dagster's: see dagster_home().
+NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
 def dagster_home() -> Path:
     """The workspace's Dagster home (DAGSTER_HOME for Dagster's UI and lab 09's instance), created, with a
     dagster.yaml that keeps Dagster offline and quiet: no usage statistics sent (nor a banner about them), no

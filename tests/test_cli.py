@@ -242,6 +242,28 @@ def test_jupyter_started_by_the_course_has_mlflow_ui_in_its_launcher(home, monke
     assert learner.mlflow_ui_url().startswith("mlflow ui --backend-store-uri ")  # outside Jupyter: the command
 
 
+def test_what_the_course_starts_sends_no_usage_statistics(home, monkeypatch):
+    """MLflow 3 sends usage statistics to mlflow-telemetry.io from every process that imports it (unless in CI
+    or under pytest): the `mlops-lab` command, and JupyterLab with its kernels and MLflow's UI, turn that off
+    before MLflow is imported, unless the learner set it; the Binder start does the same."""
+    from click.testing import CliRunner
+
+    from mlops_lab import cli, learner
+
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    assert learner.jupyter_environment({"PATH": "/usr/bin"})["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert learner.jupyter_environment({"MLFLOW_DISABLE_TELEMETRY": "false"})["MLFLOW_DISABLE_TELEMETRY"] == "false"
+    result = CliRunner().invoke(cli.main, ["lab", "--copy-only", "--root", str(ROOT)])
+    assert result.exit_code == 0, result.output
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"  # what the command starts inherits it
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_DISABLE_TELEMETRY"}
+    env.update(MLOPS_LAB_FORK_KERNELS="0", MLOPS_LAB_HOME=str(home),
+               PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]))
+    binder = subprocess.run(["bash", str(ROOT / "binder" / "start"), "bash", "-c", "echo $MLFLOW_DISABLE_TELEMETRY"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert binder.stdout.strip() == "true", binder.stdout + binder.stderr
+
+
 def test_dagsters_ui_from_the_launcher_starts_offline_and_quiet(home):
     """issue 25: the Dagster tile may be opened before lab 09 ever ran; its DAGSTER_HOME already says no usage
     statistics (they would go to telemetry.dagster.io) and no community sign-up dialog, as Dagster reads it."""
