@@ -185,6 +185,9 @@ def test_mlflow_ui_opens_from_the_launcher(page, jupyterlab):
     try:
         mlflow_page.wait_for_url(re.compile(r"/mlflow/"), timeout=60_000)
         expect(mlflow_page.get_by_text("Experiments").first).to_be_visible(timeout=400_000)
+        # the sidebar is static; the experiments list is read from the learner's store through the proxy
+        mlflow_page.goto(mlflow_page.url.split("/mlflow/")[0] + "/mlflow/#/experiments", timeout=120_000)
+        expect(mlflow_page.get_by_role("link", name="Default")).to_be_visible(timeout=400_000)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         mlflow_page.screenshot(path=str(SCREENSHOTS / "mlflow_ui_from_the_launcher.png"))
     finally:
