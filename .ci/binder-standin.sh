@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Binder stand-in: build an image from binder/ the way repo2docker does (see
 # .ci/binder-standin.Dockerfile), then, under Binder's limits (2 GB, no swap, 1 CPU):
-#   1. run the whole course headless (`mlops-lab run`) and print its run table;
+#   1. run the whole course headless (`mlops-lab run`), then the labs in preview (`mlops-lab run 09 10`), and
+#      print their run tables;
 #   2. walk through every lab in ONE JupyterLab as a learner would, on two paths: every lab's kernel
 #      left running (JupyterLab's default: closing a tab keeps the kernel), and each finished lab's
 #      kernel shut down (as lab 00 advises); print each path's run table and peak memory;
@@ -61,6 +62,12 @@ if [[ $what == run || $what == all ]]; then
   name=mlops-lab-binder-run-$$
   log "mlops-lab run (all solutions) in $name, limits: ${limits[*]}"
   docker run --name "$name" "${limits[@]}" --network none "$image" mlops-lab run || status=1
+  oom_check "$name" || status=1
+  docker rm -f "$name" >/dev/null
+  # the labs in preview (09 Dagster, 10 Kubernetes), under the same limits: a learner on Binder can run them
+  name=mlops-lab-binder-previews-$$
+  log "mlops-lab run 09 10 (the labs in preview) in $name, limits: ${limits[*]}"
+  docker run --name "$name" "${limits[@]}" --network none "$image" mlops-lab run 09 10 || status=1
   oom_check "$name" || status=1
   docker rm -f "$name" >/dev/null
 fi
