@@ -25,6 +25,37 @@ def test_strict_mode_raises_on_incorrect_only(home, monkeypatch):
         lab.check("0.1", 1000)
 
 
+def test_an_answer_this_machine_cannot_judge_is_not_judged_neither_right_nor_wrong(course_home, monkeypatch):
+    """Exercise 7.5 without promtool, on PromQL beyond the course's own evaluator (a red team's answer): it is
+    "not judged", with what to install, not "incorrect" (the old verdict) and never "correct"."""
+    from mlops_lab.exercises import lab07
+
+    beyond = next(c for c in exercises.get("7.5").cases if "no sum()" in c.label).make()
+    monkeypatch.setenv("MLOPS_LAB_HOME", str(course_home))
+    monkeypatch.setenv("PATH", "/nonexistent")  # no promtool
+    monkeypatch.setattr(lab07, "_PROM_VERDICTS", {})
+    status, message = exercises.evaluate("7.5", beyond)
+    assert status == "not judged", message
+    assert "not wrong" in message and "apt-get install prometheus" in message
+    assert exercises.evaluate("7.5", "groups: []\n")[0] == "incorrect"  # what it can judge, it still judges
+
+
+def test_not_judged_shows_and_records_as_such_and_carries_on(home, monkeypatch, capsys):
+    from mlops_lab.exercises import lab07
+
+    beyond = next(c for c in exercises.get("7.5").cases if "no sum()" in c.label).make()
+    text = lab07._prom_yaml(beyond)
+    monkeypatch.setattr(lab07, "_PROM_VERDICTS", {text: ("not judged", "the course's evaluator cannot read "
+                                                                        "sum by. promtool is part of Prometheus")})
+    monkeypatch.setenv("MLOPS_LAB_STRICT", "1")  # strict mode stops on "incorrect" only
+    assert lab.check("7.5", beyond) == exercises.get("7.5").reference()  # carries on with a rule file that works
+    out = capsys.readouterr().out
+    assert "[not judged] 7.5" in out and "lab.hint" not in out and "sum by" in out
+    table = lab.progress()
+    assert table.loc["7.5", "status"] == "not judged" and "1 not judged" in table._repr_html_()
+    assert "Not judged" in exercises.Feedback("7.5", "t", "not judged", "m")._repr_html_()
+
+
 def test_learner_function_that_raises_is_incorrect_not_a_crash(home):
     def broken(latencies_ms, budget_ms=100):
         return 1 / 0

@@ -33,6 +33,11 @@ class NotAttempted(Exception):
     """The learner has not filled the exercise in yet."""
 
 
+class NotJudged(Exception):
+    """This machine cannot judge the answer (a tool the check needs is missing): not a verdict on the answer.
+    Its message says what to install; the exercise is then "not judged", neither correct nor incorrect."""
+
+
 class Incorrect(AssertionError):
     """Raised instead of printing when MLOPS_LAB_STRICT=1 and an answer is wrong."""
 
@@ -519,7 +524,8 @@ def get(id: str) -> Exercise:
 
 
 def evaluate(id: str, value: Any) -> tuple[str, str]:
-    """Return (status, message) with status one of 'correct', 'incorrect', 'not attempted'."""
+    """Return (status, message) with status one of 'correct', 'incorrect', 'not attempted', 'not judged'
+    (this machine lacks a tool the check needs: the message says which)."""
     ex = get(id)
     try:
         if is_blank_function(value):
@@ -527,6 +533,8 @@ def evaluate(id: str, value: Any) -> tuple[str, str]:
         ex.checker(value)
     except NotAttempted:
         return "not attempted", "fill in the exercise cell, run it, then run this check again"
+    except NotJudged as exc:
+        return "not judged", str(exc)
     except AssertionError as exc:
         return "incorrect", str(exc) or "not quite"
     except Exception as exc:  # a learner's function may raise anything
@@ -545,7 +553,8 @@ class Feedback:
     carry_on: bool = False
 
     _STYLE = {"correct": ("#1a7f37", "#e6f4ea", "Correct"), "incorrect": ("#b42318", "#fdecea", "Incorrect"),
-              "not attempted": ("#6b5900", "#fff8e1", "Not attempted")}
+              "not attempted": ("#6b5900", "#fff8e1", "Not attempted"),
+              "not judged": ("#57606a", "#eaeef2", "Not judged")}
 
     def text(self) -> str:
         lines = [f"[{self.status}] {self.id} {self.title}" + (f": {self.message}" if self.message else "")]
@@ -647,7 +656,8 @@ def _progress_table():
             styler = pd.DataFrame(self).style.map(lambda v: f"background-color:{colours.get(v, '')}",
                                                   subset=["status"])
             counts = self["status"].value_counts()
-            caption = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("correct", "incorrect", "not attempted"))
+            caption = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("correct", "incorrect", "not attempted")
+                                + ("not judged",) * bool(counts.get("not judged")))
             return styler.set_uuid("progress").set_caption(caption).to_html()
 
     return ProgressTable

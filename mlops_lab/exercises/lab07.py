@@ -9,7 +9,19 @@ import math
 import numpy as np
 import pandas as pd
 
-from . import Trial, _blank, differential, exercise, get, require_attempt, right, same, solved, wrong
+from . import (
+    NotJudged,
+    Trial,
+    _blank,
+    differential,
+    exercise,
+    get,
+    require_attempt,
+    right,
+    same,
+    solved,
+    wrong,
+)
 
 # ------------------------------------------------------------------ 7.1 PSI
 
@@ -940,12 +952,11 @@ def _check_prometheus_rules(value) -> None:
 
         from ..monitoring.alerts import PROMTOOL_HOW
 
-        # evaluate() has no "cannot judge" status: this counts as not passed, and says it was not judged wrong
         unread = re.search(r"cannot read (.*?)\. promtool is part", problem, re.S)
-        raise AssertionError(
-            "NOT JUDGED here, which does not mean your rules are wrong: promtool is not installed, and the course's "
-            f"own evaluator reads only the PromQL of the hints; {unread[1] if unread else 'your expression'} is "
-            f"beyond it. Install promtool, then run this check again: {PROMTOOL_HOW}")
+        raise NotJudged(
+            "your rules are not wrong for that: promtool is not installed, and the course's own evaluator reads "
+            f"only the PromQL of the hints; {unread[1] if unread else 'your expression'} is beyond it. Install "
+            f"promtool, then run this check again: {PROMTOOL_HOW}")
     if how != "promtool":
         from ..monitoring.alerts import PROMTOOL_HOW
 
