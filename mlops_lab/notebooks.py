@@ -354,7 +354,7 @@ def run(
         with _environment(MLOPS_LAB_HOME=str(workspace), JUPYTER_PATH=jupyter_path):
             config.ensure_home()
             kind = "labs" if labs else "solutions"
-            report(f"Running {len(notebooks)} {kind} notebook(s) in {'a fresh ' if temporary else ''}workspace "
+            report(f"Running {len(notebooks)} {'exercise (labs/)' if labs else 'solution'} notebook(s) in {'a fresh ' if temporary else ''}workspace "
                    f"{workspace}")
             started, children_before = time.perf_counter(), _children()
             try:
