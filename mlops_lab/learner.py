@@ -80,11 +80,17 @@ def copy_labs(root: Path | None = None, report=print) -> list[LabCopy]:
         else:
             notebook = json.loads(text)
             notebook.setdefault("metadata", {})["mlops_lab"] = {"source_sha256": _digest(text)}
-            # write-then-rename: a copy is complete or absent, never half written
-            partial = copy.with_name(f".{copy.name}.partial")
+            # write, then link into place: a copy is complete or absent, never half written, and a copy that
+            # appeared meanwhile (another `mlops-lab lab` starting at the same moment) is never overwritten
+            partial = copy.with_name(f".{copy.name}.{os.getpid()}.partial")
             partial.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
-            partial.replace(copy)
-            state = "copied"
+            try:
+                os.link(partial, copy)
+                state = "copied"
+            except FileExistsError:
+                state = "yours"
+            finally:
+                partial.unlink(missing_ok=True)
         results.append(LabCopy(source.name, copy, state))
         report(results[-1].message(source))
     return results

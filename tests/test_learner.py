@@ -96,3 +96,33 @@ def test_binder_start_puts_the_workspace_outside_the_repository(tmp_path):
     assert (workspace / "labs" / "00_welcome.ipynb").exists()
     assert int(seen["threads"]) == config.cpu_limit()
     assert seen["cull"][0] > 0 and seen["cull"][1] is False  # only kernels whose tab was closed
+
+
+def test_two_starts_at_once_copy_each_lab_once_and_never_overwrite(home, monkeypatch):
+    """The Binder stand-in started JupyterLab and the walk at the same moment, both through binder/start: the
+    second `mlops-lab lab --copy-only` found its half-written copy renamed away by the first (FileNotFoundError).
+    A copy that appears meanwhile is kept; each start leaves no partial file."""
+    real_link = os.link
+
+    def the_other_start_won(src, dst):
+        with open(dst, "w") as f:
+            f.write('{"the other start": true}')
+        real_link(src, dst)
+
+    monkeypatch.setattr(learner.os, "link", the_other_start_won)
+    results = learner.copy_labs(ROOT, report=lambda _: None)
+    assert {c.state for c in results} == {"yours"}
+    assert (home / "labs" / "00_welcome.ipynb").read_text() == '{"the other start": true}'
+    assert not list((home / "labs").glob(".*partial"))
+    monkeypatch.undo()
+
+    fresh = home / "second"
+    env = {**os.environ, "MLOPS_LAB_HOME": str(fresh)}
+    starts = [subprocess.Popen([sys.executable, "-m", "mlops_lab.cli", "lab", "--copy-only", "--root", str(ROOT)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in starts]
+    assert [p.returncode for p in starts] == [0] * 4, outs
+    labs = sorted(p.name for p in (ROOT / "labs").glob("*.ipynb"))
+    assert sorted(p.name for p in (fresh / "labs").iterdir()) == labs  # no partial left, nothing else
+    for name in labs:
+        nbformat.read(fresh / "labs" / name, as_version=4)  # each a whole notebook
