@@ -164,6 +164,23 @@ def test_editing_a_lab_never_makes_the_build_check_fail(page, jupyterlab):
     assert "mlflow_db = 'my answer'" in (jupyterlab.workspace / "labs" / "00_welcome.ipynb").read_text()
 
 
+def _open_from_the_launcher(page, jupyterlab, title: str, path: str):
+    """Click the launcher's ``title`` tile (a jupyter-server-proxy entry) and return the tab it opens, once that
+    tab is under ``/path/``. The tab opens only when the server behind it answers: `mlflow ui`'s first start
+    creates the store's tables (87 s on a 2-core machine at load 40); `dagster-webserver` imports Dagster and
+    the course and starts a code server for the definitions."""
+    page.goto(jupyterlab.page_url("lab?reset"))
+    page.get_by_role("menuitem", name="File").click()
+    page.get_by_role("menuitem", name="New Launcher").click()
+    tile = page.locator(".jp-LauncherCard", has_text=title).first
+    tile.wait_for(timeout=120_000)
+    with page.context.expect_page(timeout=400_000) as opened:
+        tile.click()
+    tab = opened.value
+    tab.wait_for_url(re.compile(f"/{path}/"), timeout=60_000)
+    return tab
+
+
 @pytest.mark.timeout(900)
 def test_mlflow_ui_opens_from_the_launcher(page, jupyterlab):
     """issue 22, item 6: the launcher's "MLflow UI" tile starts `mlflow ui` on the learner's store through
@@ -172,18 +189,8 @@ def test_mlflow_ui_opens_from_the_launcher(page, jupyterlab):
 
     from .conftest import SCREENSHOTS
 
-    page.goto(jupyterlab.page_url("lab?reset"))
-    page.get_by_role("menuitem", name="File").click()
-    page.get_by_role("menuitem", name="New Launcher").click()
-    tile = page.locator(".jp-LauncherCard", has_text="MLflow UI").first
-    tile.wait_for(timeout=120_000)
-    # the tab opens once `mlflow ui` answers; its first start creates the store's tables: 87 s on a
-    # 2-core machine at load 40
-    with page.context.expect_page(timeout=400_000) as opened:
-        tile.click()
-    mlflow_page = opened.value
+    mlflow_page = _open_from_the_launcher(page, jupyterlab, "MLflow UI", "mlflow")
     try:
-        mlflow_page.wait_for_url(re.compile(r"/mlflow/"), timeout=60_000)
         expect(mlflow_page.get_by_text("Experiments").first).to_be_visible(timeout=400_000)
         # the sidebar is static; the experiments list is read from the learner's store through the proxy
         mlflow_page.goto(mlflow_page.url.split("/mlflow/")[0] + "/mlflow/#/experiments", timeout=120_000)
@@ -204,18 +211,8 @@ def test_dagster_ui_opens_from_the_launcher(page, jupyterlab):
 
     from .conftest import SCREENSHOTS
 
-    page.goto(jupyterlab.page_url("lab?reset"))
-    page.get_by_role("menuitem", name="File").click()
-    page.get_by_role("menuitem", name="New Launcher").click()
-    tile = page.locator(".jp-LauncherCard", has_text="Dagster").first
-    tile.wait_for(timeout=120_000)
-    # the tab opens once `dagster-webserver` answers (it imports Dagster and the course, and starts a
-    # code server for the definitions)
-    with page.context.expect_page(timeout=400_000) as opened:
-        tile.click()
-    dagster_page = opened.value
+    dagster_page = _open_from_the_launcher(page, jupyterlab, "Dagster", "dagster")
     try:
-        dagster_page.wait_for_url(re.compile(r"/dagster/"), timeout=60_000)
         dagster_page.get_by_role("link", name="Catalog").click(timeout=400_000)  # the app's JavaScript ran
         # the catalog lists the definitions' assets: the app's queries reach the webserver
         expect(dagster_page.get_by_role("link", name="gate_decision")).to_be_visible(timeout=400_000)
