@@ -252,6 +252,7 @@ def _candidate_model(ctx: Context):
 def _latency(ctx: Context) -> tuple[str, str]:
     import warnings
 
+    import httpx
     import numpy as np
 
     from .serving.app import create_app
@@ -269,29 +270,32 @@ def _latency(ctx: Context) -> tuple[str, str]:
     # model would otherwise keep CI busy for minutes).
     too_many = int(LATENCY_REQUESTS * 0.01) + 1
 
-    def one_round(client) -> tuple[bool, str]:
+    async def one_round() -> tuple[bool, str]:
+        # inside the app's own event loop: a request costs what the app does with it, not the test
+        # client's hop from this thread into the loop and back (2-3 ms a request, 0.3 s a round)
         timings: list[float] = []
-        for body in bodies:
-            start = time.perf_counter()
-            response = client.post("/predict", json=body)
-            timings.append((time.perf_counter() - start) * 1000)
-            if response.status_code != 200:
-                raise LabError(f"/predict answered {response.status_code}: {response.text[:300]}")
-            if sum(t >= LATENCY_BUDGET_MS for t in timings) >= too_many:
-                return False, (f"{too_many} of the first {len(timings)} single predictions took "
-                               f"{LATENCY_BUDGET_MS:.0f} ms or more (median {np.median(timings):.0f} ms), so the p99 "
-                               f"of {LATENCY_REQUESTS} is over the {LATENCY_BUDGET_MS:.0f} ms budget")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ci") as client:
+            for body in bodies:
+                start = time.perf_counter()
+                response = await client.post("/predict", json=body)
+                timings.append((time.perf_counter() - start) * 1000)
+                if response.status_code != 200:
+                    raise LabError(f"/predict answered {response.status_code}: {response.text[:300]}")
+                if sum(t >= LATENCY_BUDGET_MS for t in timings) >= too_many:
+                    return False, (f"{too_many} of the first {len(timings)} single predictions took "
+                                   f"{LATENCY_BUDGET_MS:.0f} ms or more (median {np.median(timings):.0f} ms), so "
+                                   f"the p99 of {LATENCY_REQUESTS} is over the {LATENCY_BUDGET_MS:.0f} ms budget")
         p50, p99 = np.percentile(timings, [50, 99])
         detail = f"p99 {p99:.1f} ms, p50 {p50:.1f} ms over {len(timings)} single predictions through the app"
         if p99 >= LATENCY_BUDGET_MS:
             return False, f"{detail}: over the {LATENCY_BUDGET_MS:.0f} ms budget"
         return True, f"{detail} (budget {LATENCY_BUDGET_MS:.0f} ms)"
 
-    with TestClient(app) as client:
+    with TestClient(app) as client:  # runs the app's startup (the model is loaded there) and its shutdown
         client.post("/predict", json=bodies[0])  # warm up
-        ok, detail = one_round(client)
+        ok, detail = client.portal.call(one_round)
         if not ok:  # a busy machine can stall any process: a slow model fails a second round too
-            ok, again = one_round(client)
+            ok, again = client.portal.call(one_round)
             detail = again if ok else f"{detail}; measured again: {again}"
             detail += " (second round)" if ok else ""
     return ("pass" if ok else "fail"), detail
