@@ -360,3 +360,22 @@ def test_explorer_draws_one_at_a_time_under_concurrent_changes(explorer):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_the_course_profile_is_fitted_once_per_champion_version(use_course_home):
+    from mlops_lab import config, registry
+    from mlops_lab.monitoring.drift import ReferenceProfile
+
+    champion = registry.alias_version("champion")
+    path = config.path("monitoring", "reference_profile.json")
+    first = stream.course_profile()
+    assert first.meta["model_version"] == champion and path.exists()
+    written = path.read_text()
+    path.write_text(written.replace('"reference": "course training period"', '"reference": "kept"'))
+    assert stream.course_profile().meta["reference"] == "kept"  # the saved one, for the same version
+    stale = ReferenceProfile.load(path)
+    stale.meta["model_version"] = "0"  # fitted for another champion: fitted again for this one
+    stale.save(path)
+    refit = stream.course_profile()
+    assert refit.meta["model_version"] == champion and refit.meta["reference"] == "course training period"
+    assert ReferenceProfile.load(path).meta["model_version"] == champion

@@ -202,12 +202,18 @@ def champion():
 def course_profile(model=None) -> ReferenceProfile:
     """The reference profile of the course's training period, scored by the champion: fitted once
     per champion version and saved in the workspace (``monitoring/reference_profile.json``)."""
-    model = model or champion()
+    if model is None:  # the champion's version is a quick registry lookup; loading it is not (0.5 s)
+        from ..serving.model import require_registered
+
+        version = require_registered("champion")
+    else:
+        version = model.version
     path = _workspace_file("reference_profile.json")
     if path.exists():
         profile = ReferenceProfile.load(path)
-        if profile.meta.get("model_version") == model.version:
+        if profile.meta.get("model_version") == version:
             return profile
+    model = model or champion()
     train, _, _ = data.time_split(data.load_snapshot())
     profile = reference_profile(model.pipeline, model.threshold, train)
     profile.meta = {"model_version": model.version, "reference": "course training period",
