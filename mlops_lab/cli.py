@@ -27,9 +27,9 @@ def main() -> None:
     """mlops-lab: an executable MLOps course around CardGuard, a card-fraud detector."""
     import os
 
-    from .config import NO_TELEMETRY
+    from .config import PROCESS_DEFAULTS
 
-    for name, value in NO_TELEMETRY.items():  # before anything imports MLflow, here or in what this starts
+    for name, value in PROCESS_DEFAULTS.items():  # before anything imports MLflow or Arrow, here or in what it starts
         os.environ.setdefault(name, value)
 
 

@@ -264,6 +264,36 @@ def test_what_the_course_starts_sends_no_usage_statistics(home, monkeypatch):
     assert binder.stdout.strip() == "true", binder.stdout + binder.stderr
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Arrow's jemalloc is in its Linux wheels only")
+def test_what_the_course_starts_hands_arrows_memory_back(home, monkeypatch):
+    """issue 26: pandas 3 keeps strings and parquet reads in Arrow memory, and Arrow's default allocator keeps
+    what was freed; the processes the course starts (the command's, JupyterLab's kernels, Binder's) use
+    jemalloc, which hands it back, unless the learner chose an allocator."""
+    from click.testing import CliRunner
+
+    from mlops_lab import cli, learner
+
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    kernel_env = learner.jupyter_environment({"PATH": os.environ["PATH"]})
+    assert kernel_env["ARROW_DEFAULT_MEMORY_POOL"] == "jemalloc"
+    assert learner.jupyter_environment({"ARROW_DEFAULT_MEMORY_POOL": "system"})["ARROW_DEFAULT_MEMORY_POOL"] == "system"
+    pool = subprocess.run([sys.executable, "-c", "import pandas, pyarrow as pa; "
+                           "pandas.DataFrame({'s': ['a', 'b']}).to_parquet('/dev/null'); "
+                           "print(pa.default_memory_pool().backend_name)"],
+                          env=kernel_env, capture_output=True, text=True, timeout=120)
+    assert pool.stdout.strip() == "jemalloc", pool.stdout + pool.stderr  # Arrow took it, with no warning
+    assert "nsupported" not in pool.stderr, pool.stderr
+    result = CliRunner().invoke(cli.main, ["lab", "--copy-only", "--root", str(ROOT)])
+    assert result.exit_code == 0, result.output
+    assert os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "jemalloc"  # what the command starts inherits it
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    env.update(MLOPS_LAB_FORK_KERNELS="0", MLOPS_LAB_HOME=str(home),
+               PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]))
+    binder = subprocess.run(["bash", str(ROOT / "binder" / "start"), "bash", "-c", "echo $ARROW_DEFAULT_MEMORY_POOL"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert binder.stdout.strip() == "jemalloc", binder.stdout + binder.stderr
+
+
 def test_dagsters_ui_from_the_launcher_starts_offline_and_quiet(home):
     """issue 25: the Dagster tile may be opened before lab 09 ever ran; its DAGSTER_HOME already says no usage
     statistics (they would go to telemetry.dagster.io) and no community sign-up dialog, as Dagster reads it."""
