@@ -64,6 +64,7 @@ NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 # course dataset once held 65 MB for it after the frame was gone). `mlops-lab run`, quiet: lab 02 514 -> 467 MB,
 # 03 539 -> 497, 05 573 -> 513, 07 656 -> 600, 08 811 -> 784, at the same speed. glibc's allocator
 # ("system") is no answer: lab 07 grew to 988 MB. Linux only: Arrow's macOS and Windows wheels have no jemalloc.
+# Not on Binder, whose kernels are forked from one pre-loaded process: there it held more (binder/start).
 ARROW_MEMORY = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"} if sys.platform.startswith("linux") else {}
 # Both, set (unless the learner set them) in every process the course starts, before it imports anything.
 PROCESS_DEFAULTS = {**NO_TELEMETRY, **ARROW_MEMORY}
