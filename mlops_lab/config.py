@@ -64,9 +64,11 @@ NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 # course dataset once held 65 MB for it after the frame was gone). `mlops-lab run`, quiet: lab 02 514 -> 467 MB,
 # 03 539 -> 497, 05 573 -> 513, 07 656 -> 600, 08 811 -> 784, at the same speed. glibc's allocator
 # ("system") is no answer: lab 07 grew to 988 MB. Linux only: Arrow's macOS and Windows wheels have no jemalloc.
-# Not on Binder, whose kernels are forked from one pre-loaded process: there it held more (binder/start).
+# Binder chooses its own (binder/start: glibc's, tuned there, for kernels forked from one pre-loaded process;
+# jemalloc there held 10-50 MB more in each kernel: the stand-in's walk with nine kernels kept peaked at
+# 2,032 MB instead of 1,858-1,940), and the learner's own choice wins everywhere.
 ARROW_MEMORY = {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"} if sys.platform.startswith("linux") else {}
-# Both, set (unless the learner set them) in every process the course starts, before it imports anything.
+# Both, set (unless already set) in every process the course starts, before it imports anything.
 PROCESS_DEFAULTS = {**NO_TELEMETRY, **ARROW_MEMORY}
 
 
