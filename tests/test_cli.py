@@ -315,3 +315,21 @@ def test_dagsters_ui_from_the_launcher_starts_offline_and_quiet(home):
     assert not seen.telemetry_enabled and not seen.nux_enabled
     lab09 = orchestration.instance(fresh=True)  # lab 09's own start, forgetting the history: the same
     assert lab09.root_directory == dagster_home and not lab09.telemetry_enabled and not lab09.nux_enabled
+
+
+def test_re_executing_a_lab_in_preview_writes_it_back_where_it_lives(tiny_course, home):
+    """Maintainers re-execute solutions to store their outputs (for nbval); a lab in preview lives in
+    solutions/preview/, and its outputs go back there, not beside the course's labs."""
+    import shutil
+
+    import nbformat
+
+    from mlops_lab import notebooks
+
+    (tiny_course / "solutions" / "preview").mkdir()
+    shutil.move(tiny_course / "solutions" / "01_sleep.ipynb", tiny_course / "solutions" / "preview" / "01_sleep.ipynb")
+    [result] = notebooks.execute_solutions(["01"], root=tiny_course, report=lambda _: None)
+    assert result.ok, result.error
+    assert not (tiny_course / "solutions" / "01_sleep.ipynb").exists()
+    stored = nbformat.read(tiny_course / "solutions" / "preview" / "01_sleep.ipynb", as_version=4)
+    assert stored.cells[0].outputs[0]["text"] == "awake\n"
