@@ -428,7 +428,7 @@ def execute_solutions(numbers: list[str] | None = None, root: Path | None = None
     root = repo_root(root)
     workspace = Path(tempfile.mkdtemp(prefix="mlops-lab-run-"))
     results = run(numbers, labs=False, workspace=workspace, root=root, report=report)
-    sources = {p.name: p for p in [*solution_paths(root), *preview_paths(root)]}
+    sources = {p.name: p for p in select(root, numbers)}  # solutions/ or solutions/preview/
     for result in results:
         if not result.ok:
             continue
@@ -436,7 +436,7 @@ def execute_solutions(numbers: list[str] | None = None, root: Path | None = None
         for cell in nb.cells:
             cell.metadata = _clean_cell_metadata(cell.metadata)
         nb.metadata = dict(NOTEBOOK_METADATA)
-        sources[result.notebook].write_text(_dumps(nb))  # a lab in preview back into solutions/preview/
+        sources[result.notebook].write_text(_dumps(nb))
     if all(r.ok for r in results):
         shutil.rmtree(workspace, ignore_errors=True)
     else:
