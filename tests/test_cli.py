@@ -242,25 +242,37 @@ def test_jupyter_started_by_the_course_has_mlflow_ui_in_its_launcher(home, monke
     assert learner.mlflow_ui_url().startswith("mlflow ui --backend-store-uri ")  # outside Jupyter: the command
 
 
+def _after_the_command(variable: str) -> str | None:
+    """``variable`` in this process after `mlops-lab lab --copy-only` ran in it (what the command starts inherits)."""
+    from click.testing import CliRunner
+
+    from mlops_lab import cli
+
+    result = CliRunner().invoke(cli.main, ["lab", "--copy-only", "--root", str(ROOT)])
+    assert result.exit_code == 0, result.output
+    return os.environ.get(variable)
+
+
+def _as_binder_start_sets(variable: str, home) -> subprocess.CompletedProcess:
+    """binder/start run with ``variable`` unset, echoing what it leaves in ``variable`` for JupyterLab."""
+    env = {k: v for k, v in os.environ.items() if k != variable}
+    env.update(MLOPS_LAB_FORK_KERNELS="0", MLOPS_LAB_HOME=str(home),
+               PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]))
+    return subprocess.run(["bash", str(ROOT / "binder" / "start"), "bash", "-c", f"echo ${variable}"],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
 def test_what_the_course_starts_sends_no_usage_statistics(home, monkeypatch):
     """MLflow 3 sends usage statistics to mlflow-telemetry.io from every process that imports it (unless in CI
     or under pytest): the `mlops-lab` command, and JupyterLab with its kernels and MLflow's UI, turn that off
     before MLflow is imported, unless the learner set it; the Binder start does the same."""
-    from click.testing import CliRunner
-
-    from mlops_lab import cli, learner
+    from mlops_lab import learner
 
     monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
     assert learner.jupyter_environment({"PATH": "/usr/bin"})["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert learner.jupyter_environment({"MLFLOW_DISABLE_TELEMETRY": "false"})["MLFLOW_DISABLE_TELEMETRY"] == "false"
-    result = CliRunner().invoke(cli.main, ["lab", "--copy-only", "--root", str(ROOT)])
-    assert result.exit_code == 0, result.output
-    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"  # what the command starts inherits it
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_DISABLE_TELEMETRY"}
-    env.update(MLOPS_LAB_FORK_KERNELS="0", MLOPS_LAB_HOME=str(home),
-               PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]))
-    binder = subprocess.run(["bash", str(ROOT / "binder" / "start"), "bash", "-c", "echo $MLFLOW_DISABLE_TELEMETRY"],
-                            env=env, capture_output=True, text=True, timeout=120)
+    assert _after_the_command("MLFLOW_DISABLE_TELEMETRY") == "true"  # what the command starts inherits it
+    binder = _as_binder_start_sets("MLFLOW_DISABLE_TELEMETRY", home)
     assert binder.stdout.strip() == "true", binder.stdout + binder.stderr
 
 
@@ -269,9 +281,7 @@ def test_what_the_course_starts_hands_arrows_memory_back(home, monkeypatch):
     """issue 26: pandas 3 keeps strings and parquet reads in Arrow memory, and Arrow's default allocator keeps
     what was freed; the processes the course starts (the command's, JupyterLab's kernels) use jemalloc, which
     hands it back, unless an allocator was chosen (Binder's start chooses glibc's for its forked kernels)."""
-    from click.testing import CliRunner
-
-    from mlops_lab import cli, learner
+    from mlops_lab import learner
 
     monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
     kernel_env = learner.jupyter_environment({"PATH": os.environ["PATH"]})
@@ -283,21 +293,13 @@ def test_what_the_course_starts_hands_arrows_memory_back(home, monkeypatch):
                           env=kernel_env, capture_output=True, text=True, timeout=120)
     assert pool.stdout.strip() == "jemalloc", pool.stdout + pool.stderr  # Arrow took it, with no warning
     assert "nsupported" not in pool.stderr, pool.stderr
-    result = CliRunner().invoke(cli.main, ["lab", "--copy-only", "--root", str(ROOT)])
-    assert result.exit_code == 0, result.output
-    assert os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "jemalloc"  # what the command starts inherits it
-    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
-    env.update(MLOPS_LAB_FORK_KERNELS="0", MLOPS_LAB_HOME=str(home),
-               PATH=os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")]))
-    binder = subprocess.run(["bash", str(ROOT / "binder" / "start"), "bash", "-c", "echo $ARROW_DEFAULT_MEMORY_POOL"],
-                            env=env, capture_output=True, text=True, timeout=120)
+    assert _after_the_command("ARROW_DEFAULT_MEMORY_POOL") == "jemalloc"  # what the command starts inherits it
+    binder = _as_binder_start_sets("ARROW_DEFAULT_MEMORY_POOL", home)
     # but Binder's kernels are forked from one pre-loaded process, where glibc's allocator, tuned, held least:
     # binder/start chooses it, and the command run in a Binder terminal keeps that choice
     assert binder.stdout.strip() == "system", binder.stdout + binder.stderr
     monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
-    result = CliRunner().invoke(cli.main, ["lab", "--copy-only", "--root", str(ROOT)])
-    assert result.exit_code == 0, result.output
-    assert os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "system"
+    assert _after_the_command("ARROW_DEFAULT_MEMORY_POOL") == "system"
 
 
 def test_dagsters_ui_from_the_launcher_starts_offline_and_quiet(home):
