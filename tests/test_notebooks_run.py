@@ -92,3 +92,25 @@ def test_nbval_of_a_lab_with_checks_leaves_nothing_in_tmp(tmp_path):
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=NOTEBOOK_TIMEOUT)
     assert result.returncode == 0, result.stdout[-3000:]
     assert sorted(p.name for p in tmp.iterdir()) == [], "left in TMPDIR"
+
+
+@pytest.mark.timeout(120)
+def test_a_headless_run_keeps_what_a_widget_shows_and_sends_nothing_back(tmp_path):
+    """The runner does not act as a browser's Output widget (notebooks._register_headless_engine): with
+    nbclient's stand-in, each output written into an ipywidgets.Output went back to the kernel as a
+    comm_msg, and one crossing the end of a cell cost the cell's reply (lab 07's rerun hung for 900 s in
+    CI). What the kernel writes into the widget stays in the cell's outputs; the kernel hears nothing."""
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import ipywidgets as w\nfrom IPython.display import display\n\n"
+                                  "out = w.Output()\ndisplay(out)\nout.clear_output(wait=True)\n"
+                                  "with out:\n    print('drawn inside the widget')"),
+        nbformat.v4.new_code_cell("import time\n\ntime.sleep(0.5)\nprint('outputs the kernel heard back:', len(out.outputs))"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    source = tmp_path / "widget.ipynb"
+    nbformat.write(nb, source)
+    result = notebooks.run_notebook(source, tmp_path / "executed" / "widget.ipynb", timeout=60)
+    assert result.status == "ok", result.error
+    first, second = nbformat.read(result.output, as_version=4).cells
+    assert "drawn inside the widget" in "".join(o.get("text", "") for o in first.outputs)
+    assert "outputs the kernel heard back: 0" in "".join(o.get("text", "") for o in second.outputs)
