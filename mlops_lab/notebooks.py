@@ -293,9 +293,6 @@ def _kernel_manager(log_file):
     return QuietKernelManager
 
 
-HEADLESS_ENGINE = "mlops-lab"
-
-
 @functools.cache
 def _register_headless_engine() -> str:
     """Register (once) and return the name of the papermill engine every run uses: papermill's own
@@ -308,10 +305,9 @@ def _register_headless_engine() -> str:
     64 headless runs on a busy 2-core machine (none of 39 on a quiet one), with ipykernel 6.31 too (1 of
     26), and the CI of 2026-12-04 lost 900 s to it; with this engine, 0 of 60 busy runs hung. Here what a
     kernel writes into a widget stays in the cell's outputs, as a headless run should keep it."""
-    import logging
-
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.log import logger
     from papermill.utils import merge_kwargs, remove_args
 
     class HeadlessClient(PapermillNotebookClient):
@@ -327,12 +323,12 @@ def _register_headless_engine() -> str:
             safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
             final_kwargs = merge_kwargs(
                 safe_kwargs, timeout=execution_timeout if execution_timeout else kwargs.get("timeout"),
-                startup_timeout=start_timeout, kernel_name=kernel_name, log=logging.getLogger("papermill"),
+                startup_timeout=start_timeout, kernel_name=kernel_name, log=logger,
                 log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file)
             return HeadlessClient(nb_man, **final_kwargs).execute()
 
-    papermill_engines.register(HEADLESS_ENGINE, HeadlessEngine)
-    return HEADLESS_ENGINE
+    papermill_engines.register("mlops-lab", HeadlessEngine)
+    return "mlops-lab"
 
 
 def run_notebook(path: Path, output: Path, parameters: dict | None = None, timeout: int = 120) -> RunResult:
