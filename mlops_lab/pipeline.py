@@ -295,8 +295,9 @@ def _plain(value):
 
 
 class _Server:
-    """The server the loop sends traffic to: given (``url``), or the loop's own, started in the
-    background as soon as there is a champion to serve (it takes seconds), and waited for on first use."""
+    """The server the loop sends traffic to: given (``url``), or the loop's own (uvicorn in a thread of this
+    process: a server process of its own would hold 300 MB more), started in the background as soon as there
+    is a champion to serve (it takes seconds), and waited for on first use."""
 
     def __init__(self, url: str | None, admin_token: str | None, prediction_log, name: str):
         self.handle, self._http, self.failed, self._thread, self._error = None, None, 0, None, None
@@ -314,7 +315,7 @@ class _Server:
 
         def start():
             try:
-                self.handle = start_server(name=name, admin_token=self.token, prediction_log=log)
+                self.handle = start_server(name=name, admin_token=self.token, prediction_log=log, in_thread=True)
             except BaseException as exc:  # raised again where the server is first needed
                 self._error = exc
 

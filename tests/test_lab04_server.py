@@ -3,8 +3,6 @@ so the /docs link and "Go further" work and going back to 4.2 gives its verdict 
 the last cell stops the server only when asked, safely twice; and a server nobody stopped ends with
 the kernel."""
 
-import os
-import signal
 import time
 
 import httpx
@@ -33,15 +31,17 @@ def _errors(outputs) -> list:
             and "Error" in o.get("text", "")]
 
 
-def _gone(pid: int, timeout: float = 60) -> bool:
+def _gone(url: str, timeout: float = 60) -> bool:
+    """Nothing listens at ``url`` any more (the server runs in a thread of the kernel: it ends when stopped,
+    or with the kernel)."""
     deadline = time.monotonic() + timeout
     while True:
-        try:  # a zombie (exited, not yet reaped by the kernel that started it) counts as gone
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except OSError:
+        try:
+            httpx.get(f"{url}/health", timeout=2)
+        except httpx.ConnectError:
             return True
+        except httpx.HTTPError:
+            pass
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.2)
@@ -54,42 +54,37 @@ def test_lab_04_keeps_its_server_after_run_all_and_stops_it_when_asked(use_cours
         if "parameters" in cell.metadata.get("tags", []):
             cell.source = "FAST = True"
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
-    pid = None
-    try:
-        with client.setup_kernel():
-            for index, cell in enumerate(list(nb.cells)):
-                client.execute_cell(cell, index)
-                assert not [o for o in cell.get("outputs", []) if o.get("output_type") == "error"], cell.source
-            pid = int(_text(_run(client, nb, "print(server.process.pid)")).strip())
-            assert "True" in _text(_run(client, nb, "print(server.running)")), "Run All stopped the server"
-            url = _text(_run(client, nb, "print(server.url)")).strip()
-            assert httpx.get(f"{url}/docs", timeout=10).status_code == 200, "/docs does not answer after Run All"
-            link = next(o for c in nb.cells if c.get("id") == "s04-04" for o in c.outputs
-                        if "text/html" in o.get("data", {}))
-            assert '<a href="http://127.0.0.1:' in link["data"]["text/html"] and "/docs" in link["data"]["text/html"]
+    with client.setup_kernel():
+        for index, cell in enumerate(list(nb.cells)):
+            client.execute_cell(cell, index)
+            assert not [o for o in cell.get("outputs", []) if o.get("output_type") == "error"], cell.source
+        assert "True" in _text(_run(client, nb, "print(server.running)")), "Run All stopped the server"
+        url = _text(_run(client, nb, "print(server.url)")).strip()
+        assert httpx.get(f"{url}/docs", timeout=10).status_code == 200, "/docs does not answer after Run All"
+        link = next(o for c in nb.cells if c.get("id") == "s04-04" for o in c.outputs
+                    if "text/html" in o.get("data", {}))
+        assert '<a href="http://127.0.0.1:' in link["data"]["text/html"] and "/docs" in link["data"]["text/html"]
 
-            # back to 4.2 after Run All: the verdict, and the payment sent, without an error
-            check = next(c for c in nb.cells if c.get("id") == "s04-13")
-            send = next(c for c in nb.cells if c.get("id") == "s04-43")
-            for cell in (check, send):
-                outputs = _run(client, nb, cell.source)
-                assert not _errors(outputs), outputs
-            assert "decision:" in _text(outputs)
+        # back to 4.2 after Run All: the verdict, and the payment sent, without an error
+        check = next(c for c in nb.cells if c.get("id") == "s04-13")
+        send = next(c for c in nb.cells if c.get("id") == "s04-43")
+        for cell in (check, send):
+            outputs = _run(client, nb, cell.source)
+            assert not _errors(outputs), outputs
+        assert "decision:" in _text(outputs)
 
-            # the last cell, as the learner runs it: twice, then asked to stop, twice
-            stop = next(c for c in nb.cells if c.get("id") == "s04-24")
-            for _ in range(2):
-                assert "still running" in _text(_run(client, nb, stop.source))
-            asked = stop.source.replace("stop_the_server = False", "stop_the_server = True")
-            for _ in range(2):
-                outputs = _run(client, nb, asked)
-                assert not _errors(outputs) and "server stopped" in _text(outputs), outputs
-            assert _gone(pid, timeout=5)
+        # the last cell, as the learner runs it: twice, then asked to stop, twice
+        stop = next(c for c in nb.cells if c.get("id") == "s04-24")
+        for _ in range(2):
+            assert "still running" in _text(_run(client, nb, stop.source))
+        asked = stop.source.replace("stop_the_server = False", "stop_the_server = True")
+        for _ in range(2):
+            outputs = _run(client, nb, asked)
+            assert not _errors(outputs) and "server stopped" in _text(outputs), outputs
+        assert _gone(url, timeout=5)
 
-            # started again, and left running: it ends with the kernel
-            _run(client, nb, next(c for c in nb.cells if c.get("id") == "s04-04").source)
-            pid = int(_text(_run(client, nb, "print(server.process.pid)")).strip())
-        assert _gone(pid), "a server nobody stopped outlived its kernel"
-    finally:
-        if pid is not None and not _gone(pid, timeout=0):
-            os.kill(pid, signal.SIGKILL)  # leave no server behind, whatever failed
+        # started again, and left running: it ends with the kernel
+        _run(client, nb, next(c for c in nb.cells if c.get("id") == "s04-04").source)
+        url = _text(_run(client, nb, "print(server.url)")).strip()
+        assert httpx.get(f"{url}/ready", timeout=10).status_code == 200
+    assert _gone(url), "a server nobody stopped outlived its kernel"

@@ -264,6 +264,47 @@ def test_context_manager_stops_the_server_on_an_exception(bundle, tmp_path):
         httpx.get(f"{handle.url}/health")
 
 
+def test_a_server_in_a_thread_serves_logs_and_stops_as_one_of_its_own_does(bundle, tmp_path, payments):
+    """start_server(in_thread=True), as the labs run it: the same app over HTTP, no second process, the prediction
+    log flushed on stop, the port closed after it, and nothing left attached to the process's loggers."""
+    import logging
+    import shutil
+
+    import psutil
+
+    loggers = {name: list(logging.getLogger(name).handlers) for name in ("mlops_lab.serving", "uvicorn.error")}
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    log = tmp_path / "log.jsonl"
+    with start_server(bundle=bundle, prediction_log=log, in_thread=True, report=None) as handle:
+        assert handle.process is None and handle.running
+        assert {p.pid for p in psutil.Process().children(recursive=True)} == before, "it started a process"
+        with httpx.Client() as c:
+            ids = []
+            for i in range(0, 200, 50):
+                answer = c.post(f"{handle.url}/predict/batch", json={"transactions": to_payload(payments.iloc[i:i + 50])})
+                ids += [p["request_id"] for p in answer.json()["predictions"]]
+            bad = c.post(f"{handle.url}/predict", json={**to_payload(payments.head(1))[0], "amount": -3.0})
+            assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "amount"
+    assert not handle.running and handle.stop() == 0  # stopping twice is fine
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{handle.url}/health")
+    assert [json.loads(line)["request_id"] for line in log.read_text().splitlines()] == ids
+    assert {name: list(logging.getLogger(name).handlers) for name in loggers} == loggers
+
+    # a model that cannot load: the same one-line reason as from a server of its own
+    damaged = tmp_path / "damaged"
+    shutil.copytree(bundle, damaged)
+    (damaged / "model.pkl").write_bytes(b"garbage")
+    with pytest.raises(LabError, match="does not match the digest recorded at export"):
+        start_server(bundle=damaged, prediction_log=tmp_path / "log2.jsonl", in_thread=True, timeout=60, report=None)
+    assert not [t for t in threading.enumerate() if t.name.startswith("mlops-lab-uvicorn-")], "a server thread is left"
+
+    # what only a process can do is refused, saying what to do instead
+    for asked in ({"drain_seconds": 5}, {"env": {"MLOPS_LAB_MAX_BODY_BYTES": "10"}}):
+        with pytest.raises(LabError, match=f"cannot take {next(iter(asked))}.*leave out in_thread=True"):
+            start_server(bundle=bundle, in_thread=True, report=None, **asked)
+
+
 @pytest.fixture
 def plain_environment(monkeypatch):
     for name in ("JUPYTERHUB_SERVICE_PREFIX", "JPY_SESSION_NAME", "JPY_PARENT_PID"):

@@ -1,5 +1,6 @@
-"""Serving CardGuard: a FastAPI app (``create_app``), a real uvicorn server in a subprocess
-(``start_server``), the model bundle the container ships, and a few client helpers."""
+"""Serving CardGuard: a FastAPI app (``create_app``), a real uvicorn server on 127.0.0.1 in a subprocess, or
+in a thread of this process (``start_server(in_thread=True)``, as the labs run it), the model bundle the
+container ships, and a few client helpers."""
 
 from __future__ import annotations
 

@@ -182,6 +182,42 @@ class ServerHandle:
         return f"<ServerHandle {self.url} {'running' if self.running else 'stopped'}>"
 
 
+class _ThreadServerHandle(ServerHandle):
+    """A server in a daemon thread of this process (``start_server(in_thread=True)``), with the interface of
+    one in its own process; ``process`` is None. Its log file gets what the app and uvicorn log at
+    WARNING and above while it runs. It ends with the process that started it, whoever forgets to stop it."""
+
+    process = None
+    _LOGGERS = ("mlops_lab.serving", "uvicorn.error")
+
+    def __init__(self, app, port: int, log_path: Path):
+        import logging
+
+        self.url, self.log_path = f"http://127.0.0.1:{port}", log_path
+        self._log = logging.FileHandler(log_path)
+        self._log.setLevel(logging.WARNING)
+        self._log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for name in self._LOGGERS:
+            logging.getLogger(name).addHandler(self._log)
+        self._server, self._thread = _uvicorn_in_thread(app, port)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 30) -> int:
+        """Graceful shutdown: in-flight requests finish, the prediction log is flushed."""
+        import logging
+
+        if self.running:
+            self._server.should_exit = True
+            self._thread.join(timeout)
+        for name in self._LOGGERS:
+            logging.getLogger(name).removeHandler(self._log)
+        self._log.close()
+        return 0
+
+
 def wait_until_ready(url: str, timeout: float, alive=lambda: True, logs=lambda: "", path: str = "/ready") -> None:
     import httpx
 
@@ -244,19 +280,28 @@ def stop_servers_left_running(report=print, timeout: float = 15) -> list[str]:
     return stopped
 
 
+def _uvicorn_in_thread(app, port: int):
+    """uvicorn serving ``app`` on 127.0.0.1:``port`` in a daemon thread of this process, with the same
+    protocol as a server of its own (a request's headers on the clock); returns the server and the thread."""
+    import threading
+
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                            http=_header_timeout_protocol())
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True, name=f"mlops-lab-uvicorn-{port}")
+    thread.start()
+    return server, thread
+
+
 def serve_in_thread(app, report=print, path: str = "/ready") -> tuple[str, Callable[[], None]]:
     """Serve ``app`` (a FastAPI app built in this process, e.g. with your routes included) with uvicorn on a
     free 127.0.0.1 port in a daemon thread; wait until ``path`` answers 200 (the model has loaded). Returns its
     URL and a function that stops it (in-flight requests finish). For a server in its own process, use
     ``start_server``."""
-    import threading
-
-    import uvicorn
-
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True, name=f"mlops-lab-uvicorn-{port}")
-    thread.start()
+    server, thread = _uvicorn_in_thread(app, port)
     url = f"http://127.0.0.1:{port}"
     if report:
         report(f"serve_in_thread: uvicorn serves your app on {url}; waiting until {path} answers (the model loads)...")
@@ -281,41 +326,59 @@ def start_server(
     env: dict | None = None,
     drain_seconds: float = 0,
     report=print,
+    in_thread: bool = False,
 ) -> ServerHandle:
     """Start uvicorn serving the model from ``bundle`` (else the registry at ``alias``) on a free
     127.0.0.1 port, wait for ``/ready``, and return a handle. Raises LabError with the log tail if
     the server cannot become ready. With ``drain_seconds``, a SIGTERM (``stop()``) first turns ``/ready``
     to 503 and keeps serving that long, as a pod does on Kubernetes. ``report`` (``print``; None for
     silence) gets one line before the wait and one when the server is ready: starting takes 3-20 s (the
-    model loads and answers its serving example first)."""
+    model loads and answers its serving example first).
+
+    ``in_thread=True`` serves the same app with the same uvicorn, over HTTP on 127.0.0.1, from a daemon
+    thread of this process instead of a process of its own: a second Python would hold its own copy of
+    pandas, scikit-learn and MLflow (about 300 MB, as much as a notebook's kernel). What needs a process
+    of its own (``drain_seconds``, which answers a SIGTERM; ``env``) cannot be asked of it."""
     from .. import config
 
+    if in_thread and (drain_seconds or env):
+        asked = " and ".join(n for n, v in (("drain_seconds", drain_seconds), ("env", env)) if v)
+        raise LabError(f"start_server(in_thread=True) cannot take {asked}: draining on SIGTERM and an environment "
+                       "of its own need a server in its own process; leave out in_thread=True.")
     port = port or free_port()
-    settings = {
-        "MLOPS_LAB_BUNDLE": str(bundle) if bundle else "",
-        "MLOPS_LAB_MODEL_ALIAS": alias,
-        "MLOPS_LAB_MODEL_NAME": name or "",
-        "MLOPS_LAB_ADMIN_TOKEN": admin_token or "",
-        "MLOPS_LAB_POLL_SECONDS": str(poll_seconds or ""),
-        "MLOPS_LAB_PREDICTION_LOG": str(prediction_log or ""),
-        "MLOPS_LAB_DRAIN_SECONDS": str(drain_seconds or ""),
-        "MLOPS_LAB_HOME": str(config.home()),
-        # mlflow.set_registry_uri() exports MLFLOW_REGISTRY_URI into os.environ: without these, a server
-        # started after another store was used in this process would inherit that store's registry
-        "MLFLOW_TRACKING_URI": config.tracking_uri(),
-        "MLFLOW_REGISTRY_URI": config.tracking_uri(),
-    }
-    process_env = {**os.environ, **settings, **(env or {})}
     log_dir = config.ensure_home() / "servers"
     log_dir.mkdir(exist_ok=True)
     log_path = Path(tempfile.mkstemp(prefix=f"uvicorn-{port}-", suffix=".log", dir=log_dir)[1])
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen([*_python(), *COMMAND, "--host", "127.0.0.1", "--port", str(port)],
-                                   env=process_env, stdout=log_file, stderr=subprocess.STDOUT)
-    handle = ServerHandle(process, f"http://127.0.0.1:{port}", log_path)
+    if in_thread:
+        from .app import create_app
+
+        app = create_app(bundle=bundle, alias=alias, name=name, prediction_log=prediction_log,
+                         admin_token=admin_token, poll_seconds=poll_seconds)
+        handle = _ThreadServerHandle(app, port, log_path)
+    else:
+        settings = {
+            "MLOPS_LAB_BUNDLE": str(bundle) if bundle else "",
+            "MLOPS_LAB_MODEL_ALIAS": alias,
+            "MLOPS_LAB_MODEL_NAME": name or "",
+            "MLOPS_LAB_ADMIN_TOKEN": admin_token or "",
+            "MLOPS_LAB_POLL_SECONDS": str(poll_seconds or ""),
+            "MLOPS_LAB_PREDICTION_LOG": str(prediction_log or ""),
+            "MLOPS_LAB_DRAIN_SECONDS": str(drain_seconds or ""),
+            "MLOPS_LAB_HOME": str(config.home()),
+            # mlflow.set_registry_uri() exports MLFLOW_REGISTRY_URI into os.environ: without these, a server
+            # started after another store was used in this process would inherit that store's registry
+            "MLFLOW_TRACKING_URI": config.tracking_uri(),
+            "MLFLOW_REGISTRY_URI": config.tracking_uri(),
+        }
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen([*_python(), *COMMAND, "--host", "127.0.0.1", "--port", str(port)],
+                                       env={**os.environ, **settings, **(env or {})}, stdout=log_file,
+                                       stderr=subprocess.STDOUT)
+        handle = ServerHandle(process, f"http://127.0.0.1:{port}", log_path)
     started = time.monotonic()
     if report:
-        report(f"start_server: starting the API on {handle.url}; waiting until /ready answers (3-20 s)...")
+        where = " in a thread of this process" if in_thread else ""
+        report(f"start_server: starting the API on {handle.url}{where}; waiting until /ready answers (3-20 s)...")
     try:
         wait_until_ready(handle.url, timeout, alive=lambda: handle.running, logs=handle.logs)
     except LabError:
