@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -85,22 +86,38 @@ def _artifact_location() -> str | None:
     return config.artifact_location() if config.tracking_uri().startswith("sqlite:") else None
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIET: dict = {"depth": 0, "restore": None}
+
+
 @contextlib.contextmanager
 def _quiet_mlflow():
     """Silence MLflow's advice we have already acted on (pickle chosen on purpose; integer columns
-    never carry missing values in this contract), so notebooks show what matters."""
+    never carry missing values in this contract), so notebooks show what matters. Safe across threads (an
+    in-thread server loads models while the notebook does): the settings it changes belong to the whole
+    process, so the first to enter changes them and the last to leave puts them back."""
     import logging
     import warnings
 
-    logger = logging.getLogger("mlflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+    with _QUIET_LOCK:
+        if _QUIET["depth"] == 0:
+            restore = contextlib.ExitStack()
+            logger = logging.getLogger("mlflow")
+            restore.callback(logger.setLevel, logger.level)
+            logger.setLevel(logging.ERROR)
+            restore.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
-            yield
+            restore.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            _QUIET["restore"] = restore
+        _QUIET["depth"] += 1
+    try:
+        yield
     finally:
-        logger.setLevel(level)
+        with _QUIET_LOCK:
+            _QUIET["depth"] -= 1
+            if _QUIET["depth"] == 0:
+                _QUIET.pop("restore").close()
+                _QUIET["restore"] = None
 
 
 def remote() -> bool:

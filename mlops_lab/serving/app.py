@@ -618,7 +618,10 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.to_thread(state["log"].close)
+            try:
+                await asyncio.to_thread(state["log"].close)
+            except RuntimeError:  # at interpreter exit (an in-thread server stopped by atexit): no more threads
+                state["log"].close()
 
     app = FastAPI(title="CardGuard fraud detector", version="1.0", lifespan=lifespan,
                   description="Scores card payments for fraud. Request schemas come from the data contract.",

@@ -287,10 +287,19 @@ def _uvicorn_in_thread(app, port: int):
 
     import uvicorn
 
+    # log_config=None: uvicorn's own would reconfigure this process's logging (and drop the handlers on
+    # uvicorn.error that keep an in-thread server's log)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                            http=_header_timeout_protocol())
+                            http=_header_timeout_protocol(), log_config=None)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True, name=f"mlops-lab-uvicorn-{port}")
+
+    def run() -> None:
+        try:
+            server.run()
+        except SystemExit:  # uvicorn's way out when it cannot start (a port taken): its log says why
+            pass
+
+    thread = threading.Thread(target=run, daemon=True, name=f"mlops-lab-uvicorn-{port}")
     thread.start()
     return server, thread
 
@@ -352,8 +361,9 @@ def start_server(
     if in_thread:
         from .app import create_app
 
+        # "" as the server process gets it: no token asked for is no reload, whatever this process's environment
         app = create_app(bundle=bundle, alias=alias, name=name, prediction_log=prediction_log,
-                         admin_token=admin_token, poll_seconds=poll_seconds)
+                         admin_token=admin_token or "", poll_seconds=poll_seconds)
         handle = _ThreadServerHandle(app, port, log_path)
     else:
         settings = {
