@@ -116,8 +116,8 @@ def _quiet_mlflow():
         with _QUIET_LOCK:
             _QUIET["depth"] -= 1
             if _QUIET["depth"] == 0:
-                _QUIET.pop("restore").close()
-                _QUIET["restore"] = None
+                restore, _QUIET["restore"] = _QUIET["restore"], None
+                restore.close()
 
 
 def remote() -> bool:

@@ -315,6 +315,36 @@ def test_a_server_in_a_thread_serves_logs_and_stops_as_one_of_its_own_does(bundl
             start_server(bundle=bundle, in_thread=True, report=None, **asked)
 
 
+def test_a_server_thread_that_will_not_end_is_reported_by_stop(tmp_path):
+    """A thread cannot be killed as a process can: when uvicorn's thread outlives ``stop``'s wait and a forced
+    exit (here an app whose shutdown blocks), stop says so (1) instead of reporting a clean stop, and the
+    server's log handler is detached all the same."""
+    import contextlib
+    import logging
+    import time
+
+    from fastapi import FastAPI
+
+    from mlops_lab.serving.server import _ThreadServerHandle, free_port, wait_until_ready
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        time.sleep(3)  # a shutdown that blocks the event loop: nothing uvicorn can cut short
+
+    app = FastAPI(lifespan=lifespan)
+    app.get("/ready")(lambda: {"ok": True})
+    handlers = list(logging.getLogger("uvicorn.error").handlers)
+    handle = _ThreadServerHandle(app, free_port(), tmp_path / "server.log")
+    wait_until_ready(handle.url, 30, alive=lambda: handle.running)
+    started = time.monotonic()
+    assert handle.stop(timeout=0.3) == 1 and handle.running
+    assert time.monotonic() - started < 2.5, "stop waited longer than asked"
+    assert logging.getLogger("uvicorn.error").handlers == handlers
+    handle._thread.join(10)
+    assert not handle.running and handle.stop() == 0  # once ended, stop reports a clean stop
+
+
 def test_quieting_mlflow_from_two_threads_at_once_leaves_the_process_as_it_was():
     """An in-thread server loads models (quieting MLflow) while the notebook does too: the two may leave in
     either order, and the process's stderr, warning filters and MLflow's log level must come back."""

@@ -206,16 +206,16 @@ class _ThreadServerHandle(ServerHandle):
         return self._thread.is_alive()
 
     def stop(self, timeout: float = 30) -> int:
-        """Graceful shutdown: in-flight requests finish, the prediction log is flushed."""
+        """Graceful shutdown: in-flight requests finish, the prediction log is flushed. Returns 0, or 1 when
+        the server's thread still runs after ``timeout`` and a forced exit (a request or a model load that
+        does not end: a thread, unlike a process, cannot be killed)."""
         import logging
 
-        if self.running:
-            self._server.should_exit = True
-            self._thread.join(timeout)
+        stopped = _stop_uvicorn_thread(self._server, self._thread, timeout)
         for name in self._LOGGERS:
             logging.getLogger(name).removeHandler(self._log)
         self._log.close()
-        return 0
+        return 0 if stopped else 1
 
 
 def wait_until_ready(url: str, timeout: float, alive=lambda: True, logs=lambda: "", path: str = "/ready") -> None:
@@ -304,6 +304,18 @@ def _uvicorn_in_thread(app, port: int):
     return server, thread
 
 
+def _stop_uvicorn_thread(server, thread, timeout: float) -> bool:
+    """Ask uvicorn to exit (in-flight requests finish), wait ``timeout`` s, then force it (open connections
+    closed, up to 5 s more); True when the thread has ended."""
+    if thread.is_alive():
+        server.should_exit = True
+        thread.join(timeout)
+    if thread.is_alive():
+        server.force_exit = True
+        thread.join(min(timeout, 5))
+    return not thread.is_alive()
+
+
 def serve_in_thread(app, report=print, path: str = "/ready") -> tuple[str, Callable[[], None]]:
     """Serve ``app`` (a FastAPI app built in this process, e.g. with your routes included) with uvicorn on a
     free 127.0.0.1 port in a daemon thread; wait until ``path`` answers 200 (the model has loaded). Returns its
@@ -317,8 +329,7 @@ def serve_in_thread(app, report=print, path: str = "/ready") -> tuple[str, Calla
     wait_until_ready(url, 60, alive=thread.is_alive, path=path)
 
     def stop() -> None:
-        server.should_exit = True
-        thread.join(30)
+        _stop_uvicorn_thread(server, thread, 30)
 
     return url, stop
 
@@ -341,8 +352,8 @@ def start_server(
     127.0.0.1 port, wait for ``/ready``, and return a handle. Raises LabError with the log tail if
     the server cannot become ready. With ``drain_seconds``, a SIGTERM (``stop()``) first turns ``/ready``
     to 503 and keeps serving that long, as a pod does on Kubernetes. ``report`` (``print``; None for
-    silence) gets one line before the wait and one when the server is ready: starting takes 3-20 s (the
-    model loads and answers its serving example first).
+    silence) gets one line before the wait and one when the server is ready: starting takes 3-20 s in a
+    process of its own, about 1 s in a thread (the model loads and answers its serving example first).
 
     ``in_thread=True`` serves the same app with the same uvicorn, over HTTP on 127.0.0.1, from a daemon
     thread of this process instead of a process of its own: a second Python would hold its own copy of
@@ -357,7 +368,9 @@ def start_server(
     port = port or free_port()
     log_dir = config.ensure_home() / "servers"
     log_dir.mkdir(exist_ok=True)
-    log_path = Path(tempfile.mkstemp(prefix=f"uvicorn-{port}-", suffix=".log", dir=log_dir)[1])
+    descriptor, name_of_log = tempfile.mkstemp(prefix=f"uvicorn-{port}-", suffix=".log", dir=log_dir)
+    os.close(descriptor)  # the server (its process, or its handler here) opens the file by name
+    log_path = Path(name_of_log)
     if in_thread:
         from .app import create_app
 
@@ -387,8 +400,8 @@ def start_server(
         handle = ServerHandle(process, f"http://127.0.0.1:{port}", log_path)
     started = time.monotonic()
     if report:
-        where = " in a thread of this process" if in_thread else ""
-        report(f"start_server: starting the API on {handle.url}{where}; waiting until /ready answers (3-20 s)...")
+        where, wait = (" in a thread of this process", "about 1 s") if in_thread else ("", "3-20 s")
+        report(f"start_server: starting the API on {handle.url}{where}; waiting until /ready answers ({wait})...")
     try:
         wait_until_ready(handle.url, timeout, alive=lambda: handle.running, logs=handle.logs)
     except LabError:
