@@ -305,12 +305,20 @@ def materialize_week(week: int, loop: CardGuardLoop, selection=None, instance=No
 
     # An in-process run leaves reference cycles that hold what it computed (the week's frames, the retrained
     # model: 30-40 MB a week), which Python's collector may keep for many weeks. They are collected when the run
-    # ends; what existed before it is frozen meanwhile, so the collection looks only at the run's objects
-    # (about 0.01 s instead of 0.2 s in lab 09's kernel). Lab 09 fresh: kernel peak 631 -> 556 MB.
-    gc.freeze()
+    # ends. What existed before it is frozen meanwhile, so that collection looks only at the run's objects
+    # (0.002 s; a full one takes 0.15-0.2 s in lab 09's kernel, and Python's own next one comes sooner after
+    # it). Lab 09 on its own: kernel peak 631 -> 556 MB. A kernel that has frozen objects already (Binder's,
+    # forked from a process that froze the libraries it preloaded) keeps them frozen: unfreezing them would
+    # let the next collection write to, and so copy, every preloaded object into this kernel.
+    ours = gc.get_freeze_count() == 0
     try:
+        if ours:
+            gc.freeze()
         return dg.materialize([*ASSETS, *CHECKS], partition_key=partition_key_of(week), resources={"loop": loop},
                               selection=selection, instance=instance, raise_on_error=raise_on_error, run_config=QUIET)
     finally:
-        gc.collect()
-        gc.unfreeze()
+        try:
+            gc.collect()
+        finally:  # also when an interrupt arrives during the collection
+            if ours:
+                gc.unfreeze()

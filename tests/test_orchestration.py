@@ -145,29 +145,42 @@ def test_the_sensors_condition_is_lab_07s_rules():
 
 
 def _frames_in_garbage() -> int:
-    """DataFrames only reference cycles hold (unreachable, not yet collected), collected now."""
+    """DataFrames only reference cycles hold (unreachable, not yet collected); they are collected here."""
     import gc
 
-    gc.set_debug(gc.DEBUG_SAVEALL)
+    debug = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds unreachable goes to gc.garbage, to be counted
     try:
         gc.collect()
         return sum(isinstance(o, pd.DataFrame) for o in gc.garbage)
     finally:
-        gc.set_debug(0)
+        gc.set_debug(debug)
         gc.garbage.clear()
+        gc.collect()  # now freed for good
 
 
-def test_a_week_run_in_the_notebook_leaves_no_garbage_holding_its_data(both):
+@pytest.mark.parametrize("frozen_before", [False, True], ids=["kernel", "binder-forked-kernel"])
+def test_a_week_run_in_the_notebook_leaves_no_garbage_holding_its_data(both, frozen_before):
     """Dagster's in-process run leaves reference cycles that hold the week's frames and model; Python's collector
     may keep them for many weeks (lab 09's kernel grew by 30-40 MB a week of its backfill). materialize_week
-    collects them when the run ends."""
+    collects them when the run ends. In a kernel forked from a process that froze its preloaded libraries
+    (Binder's), what was frozen stays frozen: unfreezing it would copy every preloaded object into the kernel."""
     import gc
 
-    _frames_in_garbage()
+    enabled = gc.isenabled()
+    gc.collect()  # what earlier tests left, out of the way
+    if frozen_before:
+        gc.freeze()
+    frozen = gc.get_freeze_count()
     gc.disable()  # nothing collects behind the test's back
     try:
         result = orchestration.materialize_week(3, both["loop"], instance=both["instance"])
         assert result.success
+        # unfreezing would leave none; a few frozen objects may be freed by their reference counts meanwhile
+        assert gc.get_freeze_count() >= 0.99 * frozen, "materialize_week unfroze the process's frozen objects"
         assert _frames_in_garbage() == 0
     finally:
-        gc.enable()
+        if frozen_before:
+            gc.unfreeze()
+        if enabled:
+            gc.enable()

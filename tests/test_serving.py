@@ -317,9 +317,9 @@ def test_a_server_in_a_thread_serves_logs_and_stops_as_one_of_its_own_does(bundl
 
 def test_a_server_thread_that_will_not_end_is_reported_by_stop(tmp_path):
     """A thread cannot be killed as a process can: when uvicorn's thread outlives ``stop``'s wait and a forced
-    exit (here an app whose shutdown blocks), stop says so (1) instead of reporting a clean stop, and the
-    server's log handler is detached all the same."""
-    import contextlib
+    exit (here a request whose handler blocks the event loop until the test lets it go), stop says so (1)
+    instead of reporting a clean stop, and the server's log handler is detached all the same."""
+    import asyncio
     import logging
     import time
 
@@ -327,22 +327,47 @@ def test_a_server_thread_that_will_not_end_is_reported_by_stop(tmp_path):
 
     from mlops_lab.serving.server import _ThreadServerHandle, free_port, wait_until_ready
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        yield
-        time.sleep(3)  # a shutdown that blocks the event loop: nothing uvicorn can cut short
-
-    app = FastAPI(lifespan=lifespan)
+    entered, release = threading.Event(), threading.Event()
+    app = FastAPI()
     app.get("/ready")(lambda: {"ok": True})
+
+    @app.get("/hang")
+    async def hang():
+        entered.set()
+        release.wait(30)  # blocks the event loop itself: nothing uvicorn does can end it
+        return {}
+
     handlers = list(logging.getLogger("uvicorn.error").handlers)
     handle = _ThreadServerHandle(app, free_port(), tmp_path / "server.log")
-    wait_until_ready(handle.url, 30, alive=lambda: handle.running)
-    started = time.monotonic()
-    assert handle.stop(timeout=0.3) == 1 and handle.running
-    assert time.monotonic() - started < 2.5, "stop waited longer than asked"
-    assert logging.getLogger("uvicorn.error").handlers == handlers
+    client = threading.Thread(target=lambda: httpx.get(f"{handle.url}/hang", timeout=60), daemon=True)
+    try:
+        wait_until_ready(handle.url, 30, alive=lambda: handle.running)
+        client.start()
+        assert entered.wait(10)
+        started = time.monotonic()
+        assert handle.stop(timeout=0.3) == 1 and handle.running
+        assert time.monotonic() - started < 2.5, "stop waited longer than asked"
+        assert logging.getLogger("uvicorn.error").handlers == handlers
+    finally:
+        release.set()
     handle._thread.join(10)
-    assert not handle.running and handle.stop() == 0  # once ended, stop reports a clean stop
+    client.join(10)
+    assert not handle.running and handle.stop() == 0  # once ended, stop has nothing left to do
+
+    # a request that outlasts the wait, without blocking the loop: the exit is forced (it ends), and said
+    in_flight = threading.Event()
+
+    @app.get("/slow")
+    async def slow():
+        in_flight.set()
+        await asyncio.sleep(20)
+
+    handle = _ThreadServerHandle(app, free_port(), tmp_path / "server2.log")
+    wait_until_ready(handle.url, 30, alive=lambda: handle.running)
+    client = threading.Thread(target=lambda: httpx.get(f"{handle.url}/slow", timeout=60), daemon=True)
+    client.start()
+    assert in_flight.wait(10)
+    assert handle.stop(timeout=0.3) == 1 and not handle.running
 
 
 def test_quieting_mlflow_from_two_threads_at_once_leaves_the_process_as_it_was():

@@ -206,16 +206,17 @@ class _ThreadServerHandle(ServerHandle):
         return self._thread.is_alive()
 
     def stop(self, timeout: float = 30) -> int:
-        """Graceful shutdown: in-flight requests finish, the prediction log is flushed. Returns 0, or 1 when
-        the server's thread still runs after ``timeout`` and a forced exit (a request or a model load that
-        does not end: a thread, unlike a process, cannot be killed)."""
+        """Graceful shutdown: in-flight requests finish, the prediction log is flushed. Returns 0; 1 when it
+        was not graceful: after ``timeout`` the exit was forced (open requests cut, the app's shutdown skipped,
+        so its prediction log was not closed), or the thread still runs (a request or a model load that does
+        not end: a thread, unlike a process, cannot be killed)."""
         import logging
 
-        stopped = _stop_uvicorn_thread(self._server, self._thread, timeout)
+        graceful = _stop_uvicorn_thread(self._server, self._thread, timeout)
         for name in self._LOGGERS:
             logging.getLogger(name).removeHandler(self._log)
         self._log.close()
-        return 0 if stopped else 1
+        return 0 if graceful else 1
 
 
 def wait_until_ready(url: str, timeout: float, alive=lambda: True, logs=lambda: "", path: str = "/ready") -> None:
@@ -306,14 +307,15 @@ def _uvicorn_in_thread(app, port: int):
 
 def _stop_uvicorn_thread(server, thread, timeout: float) -> bool:
     """Ask uvicorn to exit (in-flight requests finish), wait ``timeout`` s, then force it (open connections
-    closed, up to 5 s more); True when the thread has ended."""
+    closed, the app's shutdown skipped; up to 5 s more). True when it ended gracefully (or had ended)."""
     if thread.is_alive():
         server.should_exit = True
         thread.join(timeout)
-    if thread.is_alive():
-        server.force_exit = True
-        thread.join(min(timeout, 5))
-    return not thread.is_alive()
+    if not thread.is_alive():
+        return True
+    server.force_exit = True
+    thread.join(min(timeout, 5))
+    return False
 
 
 def serve_in_thread(app, report=print, path: str = "/ready") -> tuple[str, Callable[[], None]]:
