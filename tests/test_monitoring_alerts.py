@@ -75,8 +75,27 @@ def test_empty_log_and_missing_ids_are_explained(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(LabError, match="empty.*Send it some traffic"):
         performance.read_prediction_log(tmp_path / "empty.jsonl")
-    with pytest.raises(LabError, match="no transaction_id"):
-        performance.join_labels(pd.DataFrame({"transaction_id": [None]}), data.simulate_transactions(5), "2026-01-01")
+
+
+def test_a_log_being_written_is_read_up_to_its_last_whole_line_and_a_bad_line_is_named(tmp_path):
+    """A server still writing (or killed mid-write) leaves its last line cut short: the log is read without it.
+    A line that is not JSON elsewhere is an error that names the line, not a JSONDecodeError from deep inside."""
+    import json
+
+    lines = [json.dumps({"request_id": f"r{i}", "transaction_id": f"t{i}", "timestamp": "2026-02-16T10:00:00+00:00",
+                         "features": {"amount": 1.5 + i, "channel": "chip"}, "score": 0.1}) for i in range(10)]
+    log = tmp_path / "predictions.jsonl"
+    log.write_text("\n".join(lines[:9]) + "\n" + lines[9][:30])
+    read = performance.read_prediction_log(log)
+    assert list(read["request_id"]) == [f"r{i}" for i in range(9)] and list(read["amount"]) == [1.5 + i for i in range(9)]
+    log.write_text("\n".join(lines))  # whole lines, the last without its newline: all of them
+    assert len(performance.read_prediction_log(log)) == 10
+    log.write_text("\n".join([*lines[:3], lines[3][:40], *lines[4:]]) + "\n")
+    with pytest.raises(LabError, match="Line 4 of the prediction log .* is not one JSON object"):
+        performance.read_prediction_log(log)
+    log.write_text(lines[0][:30])  # only a line still being written: nothing logged yet
+    with pytest.raises(LabError, match="empty.*Send it some traffic"):
+        performance.read_prediction_log(log)
 
 
 def test_rule_on_an_unknown_metric_lists_the_valid_ones():

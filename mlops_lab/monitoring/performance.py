@@ -30,8 +30,23 @@ def read_prediction_log(path=None) -> pd.DataFrame:
     """The serving prediction log as a table: one row per prediction, the features flattened,
     ``served_at`` a timestamp (UTC, naive)."""
     path = Path(path) if path is not None else prediction_log_path()
-    lines = path.read_text().splitlines() if path.exists() else []
-    records = [json.loads(line) for line in lines if line.strip()]
+    text = path.read_text() if path.exists() else ""
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        try:
+            json.loads(lines[-1])
+        except ValueError:  # a line still being written (the server runs) or cut short: not a prediction yet
+            lines.pop()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as exc:
+            raise LabError(f"Line {number} of the prediction log at {path} is not one JSON object ({exc}): each line "
+                           "is one prediction, as the server writes it. Remove that line, or start a new log.") \
+                from None
     if not records:
         raise LabError(f"The prediction log at {path} is empty (or missing): the server has logged no prediction "
                        "yet. Send it some traffic first (monitoring.replay(frame, server.url)), then read the log.")
