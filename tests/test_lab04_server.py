@@ -88,6 +88,7 @@ def test_lab_04_keeps_its_server_after_run_all_and_stops_it_when_asked(use_cours
         # lost (the log is written every 0.05 s while it runs; the stop registered with atexit closes it)
         _run(client, nb, next(c for c in nb.cells if c.get("id") == "s04-04").source)
         url = _text(_run(client, nb, "print(server.url)")).strip()
+        assert httpx.get(f"{url}/ready", timeout=10).status_code == 200
         log = Path(_text(_run(client, nb, "print(prediction_log)")).strip())
         before = len(log.read_text().splitlines())
         outputs = _run(client, nb, "for _ in range(40):\n    client.post(f'{server.url}/predict', json=new_customer)")

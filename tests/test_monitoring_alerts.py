@@ -75,6 +75,8 @@ def test_empty_log_and_missing_ids_are_explained(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(LabError, match="empty.*Send it some traffic"):
         performance.read_prediction_log(tmp_path / "empty.jsonl")
+    with pytest.raises(LabError, match="no transaction_id"):
+        performance.join_labels(pd.DataFrame({"transaction_id": [None]}), data.simulate_transactions(5), "2026-01-01")
 
 
 def test_a_log_being_written_is_read_up_to_its_last_whole_line_and_a_bad_line_is_named(tmp_path):
