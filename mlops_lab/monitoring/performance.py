@@ -32,11 +32,6 @@ def read_prediction_log(path=None) -> pd.DataFrame:
     path = Path(path) if path is not None else prediction_log_path()
     text = path.read_text() if path.exists() else ""
     lines = text.splitlines()
-    if lines and not text.endswith("\n"):
-        try:
-            json.loads(lines[-1])
-        except ValueError:  # a line still being written (the server runs) or cut short: not a prediction yet
-            lines.pop()
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -44,6 +39,8 @@ def read_prediction_log(path=None) -> pd.DataFrame:
         try:
             records.append(json.loads(line))
         except ValueError as exc:
+            if number == len(lines) and not text.endswith("\n"):
+                break  # the last line, still being written (the server runs) or cut short: not a prediction yet
             raise LabError(f"Line {number} of the prediction log at {path} is not one JSON object ({exc}): each line "
                            "is one prediction, as the server writes it. Remove that line, or start a new log.") \
                 from None
