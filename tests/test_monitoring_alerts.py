@@ -100,6 +100,49 @@ def test_a_log_being_written_is_read_up_to_its_last_whole_line_and_a_bad_line_is
         performance.read_prediction_log(log)
 
 
+def test_unusual_prediction_logs_are_read_or_named(tmp_path):
+    """Kept cases from a blind attack on read_prediction_log: what a real log can look like is read; what is not a
+    prediction is a LabError that names the line or the path, never an exception from inside json or pandas."""
+    import json
+
+    def line(i, **extra):
+        return json.dumps({"transaction_id": f"t{i}", "timestamp": "2026-02-16T10:00:00.123+00:00",
+                           "features": {"amount": 1.0 + i}, "score": 0.1, **extra})
+
+    log = tmp_path / "predictions.jsonl"
+
+    def read(content: bytes | str):
+        log.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return performance.read_prediction_log(log)
+
+    good = "".join(line(i) + "\n" for i in range(3))
+    # read: a BOM (a Windows editor), CRLF, a line separator inside a string, other ISO 8601 spellings, blank lines
+    assert list(read("\ufeff" + good)["transaction_id"]) == ["t0", "t1", "t2"]
+    assert len(read("\ufeff" + line(0))) == 1
+    assert len(read(good.replace("\n", "\r\n"))) == 3
+    sep = json.dumps(json.loads(line(3)) | {"note": "a\u2028b"}, ensure_ascii=False)
+    assert list(read(good + sep + "\n")["note"].iloc[-1:]) == ["a\u2028b"]
+    other_times = good + line(3).replace("10:00:00.123+00:00", "10:00:01+00:00") + "\n" + \
+        line(4).replace("10:00:00.123+00:00", "09:00:02Z") + "\n"
+    assert list(read(other_times)["served_at"].dt.second) == [0, 0, 0, 1, 2]
+    assert len(read("\n" + good + "\n  \n\u00a0\n")) == 3 and len(read(good.replace("\n", "\r"))) == 3
+    # the last line still being written: left out, even where its start parses, or ends inside a character
+    assert len(read(good + "12")) == 3 and len(read(good + "null")) == 3 and len(read(good + "\u00a0")) == 3
+    assert len(read(good.encode() + line(3, note="café").encode()[:-6])) == 3
+    # named: a line that is not UTF-8, not JSON, or JSON but not a prediction
+    for bad in [b"{\"note\": \"caf\xe9\"}", b"[1, 2]", b"null", b"{}", line(3).replace('"features"', '"f"').encode(),
+                b"[" * 100_000]:
+        with pytest.raises(LabError, match="Line 4 of the prediction log .* (not one JSON object|not a prediction)"):
+            read(good.encode() + bad + b"\n" + line(5).encode() + b"\n")
+    with pytest.raises(LabError, match="not an ISO 8601 time"):
+        read(good + line(3).replace("2026-02-16T10:00:00.123+00:00", "yesterday") + "\n")
+    # the path: a folder, or no file there, is said as such (not "empty", not IsADirectoryError)
+    with pytest.raises(LabError, match="is a folder: give the prediction log itself"):
+        performance.read_prediction_log(tmp_path)
+    with pytest.raises(LabError, match="There is no prediction log at .*nowhere.jsonl.*Check the path"):
+        performance.read_prediction_log(tmp_path / "nowhere.jsonl")
+
+
 def test_rule_on_an_unknown_metric_lists_the_valid_ones():
     with pytest.raises(LabError, match="no metric 'auc'.*pr_auc.*p99_latency_ms"):
         alerts.AlertRule("bad", "auc", "<", 0.3)

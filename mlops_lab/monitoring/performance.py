@@ -9,6 +9,7 @@ the time it is computed, and it is reported with how many labelled rows it rests
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,30 +29,58 @@ def prediction_log_path() -> Path:
 
 def read_prediction_log(path=None) -> pd.DataFrame:
     """The serving prediction log as a table: one row per prediction, the features flattened,
-    ``served_at`` a timestamp (UTC, naive)."""
-    path = Path(path) if path is not None else prediction_log_path()
-    text = path.read_text() if path.exists() else ""
-    lines = text.splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError as exc:
-            if number == len(lines) and not text.endswith("\n"):
-                break  # the last line, still being written (the server runs) or cut short: not a prediction yet
-            raise LabError(f"Line {number} of the prediction log at {path} is not one JSON object ({exc}): each line "
-                           "is one prediction, as the server writes it. Remove that line, or start a new log.") \
-                from None
+    ``served_at`` a timestamp (UTC, naive). A last line without its newline that is not a whole
+    prediction is one still being written (or cut short when the server stopped): it is left out."""
+    path = Path(path).expanduser() if path is not None else prediction_log_path()
+    if path.is_dir():
+        raise LabError(f"{path} is a folder: give the prediction log itself, the .jsonl file the server writes "
+                       "(monitoring.prediction_log_path() by default, or the prediction_log you gave start_server).")
+    if not path.exists():
+        raise LabError(f"There is no prediction log at {path}: the server writes it on its first prediction. Check "
+                       "the path (monitoring.prediction_log_path() by default, or the prediction_log you gave "
+                       "start_server), or send the server some traffic first (monitoring.replay(frame, server.url)).")
+    # bytes, split at line ends only: a line still being written may end inside a character, and a JSON string
+    # may hold a line separator (U+2028) that str.splitlines would cut at (JSON has no raw CR or LF inside a
+    # string); a BOM (a Windows editor) is dropped
+    *whole, tail = re.split(rb"\r\n|\r|\n", path.read_bytes().removeprefix(b"\xef\xbb\xbf"))
+    records = [record for number, line in enumerate(whole, 1) if (record := _log_record(line, number, path))]
+    try:
+        last = _log_record(tail, len(whole) + 1, path)
+    except LabError:
+        last = None  # the last line, still being written (the server runs) or cut short: not a prediction yet
+    records += [last] if last else []
     if not records:
-        raise LabError(f"The prediction log at {path} is empty (or missing): the server has logged no prediction "
-                       "yet. Send it some traffic first (monitoring.replay(frame, server.url)), then read the log.")
+        raise LabError(f"The prediction log at {path} is empty: the server has logged no prediction yet. Send it "
+                       "some traffic first (monitoring.replay(frame, server.url)), then read the log.")
     frame = pd.DataFrame.from_records(records)
     features = pd.DataFrame.from_records(frame.pop("features").tolist(), index=frame.index)
     frame = pd.concat([frame, features], axis=1)
-    frame["served_at"] = pd.to_datetime(frame.pop("timestamp"), utc=True).dt.tz_localize(None)
+    try:
+        served = pd.to_datetime(frame.pop("timestamp"), utc=True, format="ISO8601")
+    except ValueError as exc:
+        raise LabError(f"A timestamp in the prediction log at {path} is not an ISO 8601 time ({str(exc)[:160]}); "
+                       "the server writes times such as 2026-02-16T10:00:00.123+00:00.") from None
+    frame["served_at"] = served.dt.tz_localize(None)
     return frame
+
+
+def _log_record(line: bytes, number: int, path: Path) -> dict | None:
+    """One line of the prediction log as the server wrote it (None for a blank line), or a LabError naming it."""
+    try:
+        text = line.decode("utf-8")
+        if not text.strip():
+            return None
+        record = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        problem = f"is not one JSON object ({str(exc)[:120]})"
+    else:
+        if isinstance(record, dict) and isinstance(record.get("features"), dict) and isinstance(
+                record.get("timestamp"), str):
+            return record
+        problem = 'is JSON but not a prediction (an object with "features" and "timestamp")'
+    raise LabError(f"Line {number} of the prediction log at {path} {problem}: each line is one prediction, as the "
+                   "server writes it. Fix or remove that line (a server stopped mid-write leaves part of a line "
+                   "at the start of the next one: remove that part), or start a new log.")
 
 
 def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame, as_of) -> pd.DataFrame:
