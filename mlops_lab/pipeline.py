@@ -381,8 +381,13 @@ def _read_log(path, offset: int, ids: set) -> tuple[list[dict], int]:
         f.seek(offset)
         chunk = f.read()
     end = offset + chunk.rfind(b"\n") + 1
-    records = [json.loads(line) for line in chunk[:end - offset].splitlines() if line.strip()]
-    return [r for r in records if r.get("transaction_id") in ids], end
+    records = []
+    for line in chunk[:end - offset].splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # blank, or cut short when its server was stopped: if that payment is one we need,
+            continue  # _wait_for_log says it is missing
+    return [r for r in records if isinstance(r, dict) and r.get("transaction_id") in ids], end
 
 
 # --------------------------------------------------------------------------- the loop

@@ -160,6 +160,27 @@ def test_prediction_log_loses_nothing_on_shutdown(bundle, tmp_path, payments):
     assert set(lines[0]["features"]) == set(data.feature_columns())
 
 
+def test_a_log_left_cut_short_by_a_stopped_server_loses_no_record_of_the_next(bundle, tmp_path, payments):
+    """A server (or kernel) killed mid-write leaves the log's last line cut short. The next server starts a line
+    of its own, so its first record is not glued to that fragment; the loop's reader skips the fragment and reads
+    every record after it; read_prediction_log names the fragment's line."""
+    from mlops_lab import pipeline
+    from mlops_lab.monitoring import read_prediction_log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"request_id":"r0","transaction_id":"t0","timestamp":"2026-02-16T10:00:00.000+00:00","feat')
+    sent = payments.iloc[:50]
+    with start_server(bundle=bundle, prediction_log=log, in_thread=True) as handle:
+        httpx.post(f"{handle.url}/predict/batch", json={"transactions": to_payload(sent)}).raise_for_status()
+    assert handle.stop() == 0
+    lines = log.read_text().split("\n")
+    assert lines[0].endswith('"feat') and len(lines) == 52 and lines[-1] == ""
+    records, end = pipeline._read_log(log, 0, set(sent["transaction_id"]))
+    assert [r["transaction_id"] for r in records] == list(sent["transaction_id"]) and end == log.stat().st_size
+    with pytest.raises(LabError, match="Line 1 of the prediction log .* not one JSON object.*cut short"):
+        read_prediction_log(log)
+
+
 def test_no_model_at_the_alias_says_why(use_course_home):
     with pytest.raises(LabError) as info:
         start_server(alias="nonexistent", timeout=60)

@@ -79,8 +79,8 @@ def _log_record(line: bytes, number: int, path: Path) -> dict | None:
             return record
         problem = 'is JSON but not a prediction (an object with "features" and "timestamp")'
     raise LabError(f"Line {number} of the prediction log at {path} {problem}: each line is one prediction, as the "
-                   "server writes it. Fix or remove that line (a server stopped mid-write leaves part of a line "
-                   "at the start of the next one: remove that part), or start a new log.")
+                   "server writes it. Fix or remove that line (a server stopped mid-write leaves one cut short), "
+                   "or start a new log.")
 
 
 def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame, as_of) -> pd.DataFrame:

@@ -51,6 +51,10 @@ class PredictionLog:
 
     def _run(self) -> None:
         with open(self.path, "a", encoding="utf-8") as out:
+            if out.tell() and not _ends_a_line(self.path):
+                # a writer before this one was stopped mid-line (a killed server or kernel): start on a line of
+                # our own, or our first record would be glued to that fragment and lost with it
+                out.write("\n")
             while True:
                 stopping = self._stopping.wait(self._flush_seconds)
                 batch = self._drain()
@@ -68,3 +72,9 @@ class PredictionLog:
         if self._thread.is_alive():
             log.error("prediction log: writer did not finish within %ss", timeout)
         log.info("prediction log: %d records written to %s (%d dropped)", self.written, self.path, self.dropped)
+
+
+def _ends_a_line(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"
