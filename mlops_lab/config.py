@@ -128,11 +128,13 @@ def ensure_home() -> Path:
     root = check_home()
     try:
         root.mkdir(parents=True, exist_ok=True)
+        # the marker first: a second start at the same moment (Binder's JupyterLab and a walk, two terminals) must
+        # never find this folder with a file in it but no marker, which check_home refuses as someone else's
+        mark_workspace()
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
             pass
     except OSError as exc:
         raise _not_writable(root, exc.strerror or str(exc)) from None
-    mark_workspace()
     return root
 
 

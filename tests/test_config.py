@@ -87,6 +87,25 @@ def test_an_empty_folder_becomes_a_workspace(tmp_path, monkeypatch):
     assert config.ensure_home() == empty.resolve() and config.is_workspace(empty)
 
 
+def test_a_second_start_while_the_first_creates_the_workspace_finds_a_workspace(tmp_path, monkeypatch):
+    """Two starts at once (the stand-in's JupyterLab and walk; tests/test_learner.py's four starts failed 1 CI in
+    about 20): while the first proves the new folder writable, its test file is in the folder; the second start
+    must see a workspace there, not someone's non-empty folder."""
+    import tempfile
+
+    monkeypatch.setenv("MLOPS_LAB_HOME", str(tmp_path / "ws"))
+    real, seen = tempfile.NamedTemporaryFile, []
+
+    def the_other_start_meanwhile(*args, **kwargs):
+        test_file = real(*args, **kwargs)
+        seen.append(config.check_home())  # what a second process starting at this moment decides
+        return test_file
+
+    monkeypatch.setattr(config.tempfile, "NamedTemporaryFile", the_other_start_meanwhile)
+    assert config.ensure_home() == tmp_path / "ws" and seen == [tmp_path / "ws"]
+    assert config.is_workspace(tmp_path / "ws")
+
+
 def test_workspace_that_is_a_file_gets_a_clear_message(tmp_path, monkeypatch):
     # issue 8, item 8: a raw NotADirectoryError before
     a_file = tmp_path / "notes.txt"
