@@ -36,6 +36,7 @@ import pandas as pd
 from . import config, data
 from .errors import LabError
 from .monitoring.alerts import AlertRule
+from .monitoring.performance import _log_record
 
 START = pd.Timestamp("2026-02-16")  # the day after the course data ends (lab 07's production period too)
 SEED = 7_000
@@ -382,12 +383,14 @@ def _read_log(path, offset: int, ids: set) -> tuple[list[dict], int]:
         chunk = f.read()
     end = offset + chunk.rfind(b"\n") + 1
     records = []
-    for line in chunk[:end - offset].splitlines():
+    for number, line in enumerate(chunk[:end - offset].splitlines(), 1):
         try:
-            records.append(json.loads(line))
-        except ValueError:  # blank, or cut short when its server was stopped: if that payment is one we need,
-            continue  # _wait_for_log says it is missing
-    return [r for r in records if isinstance(r, dict) and r.get("transaction_id") in ids], end
+            record = _log_record(line, number, path)  # the same reading of a line as read_prediction_log's
+        except LabError:  # cut short when its server was stopped: if that payment is one we need, _wait_for_log
+            continue  # says it is missing
+        if record and record.get("transaction_id") in ids:
+            records.append(record)
+    return records, end
 
 
 # --------------------------------------------------------------------------- the loop
