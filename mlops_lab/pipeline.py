@@ -652,9 +652,11 @@ def train_candidate(run: LoopRun, week: int, train: pd.DataFrame, valid: pd.Data
     """Retrain on the labels known at the end of ``week`` (a ``retrain`` event); the threshold keeps the
     champion's flag rate (policy.keep_flag_rate). Training is deterministic: a rerun trains the same model."""
     from . import training
+    from .setup_steps import _trained
 
     registry, policy, steps, as_of = _registry(), run.policy, run.steps(week), run.as_of(week)
-    trained = training.train(policy.model_kind, train, valid, cost_aware=policy.cost_aware, **policy.model_params)
+    # the same labels and options trained before (another loop, a rerun) give the same model at once
+    trained = _trained(policy.model_kind, train, valid, cost_aware=policy.cost_aware, **policy.model_params)
     if policy.keep_flag_rate:
         # Recent labels are mostly still missing (chargebacks take weeks), so a threshold tuned on them
         # flags too little; instead keep the champion's share of flags on the validation days.

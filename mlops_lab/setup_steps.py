@@ -107,20 +107,25 @@ def _seed_tracking_store() -> None:
         pass  # MLflow creates the store itself, as without a cache
 
 
-def _trained(kind: str, train, valid):
-    """Train ``kind``, or reuse the same model trained before on this machine: the pipelines are
-    deterministic, so a fresh workspace (a reset, a second clone) need not pay for training again.
-    The cache lives outside the workspace (``$XDG_CACHE_HOME/mlops-lab``) and is keyed by everything
-    the result depends on; any unreadable entry is simply retrained."""
+def _trained(kind: str, train, valid, cost_aware: bool = False, **params):
+    """``training.train(kind, train, valid, cost_aware=..., **params)``, or the same model trained before on
+    this machine: the pipelines are deterministic, so a fresh workspace (a reset, a second clone) need not
+    pay for training again, nor a loop that retrains on labels another loop (lab 08's what-if, lab 09's
+    Dagster assets) already trained on. The cache lives outside the workspace (``$XDG_CACHE_HOME/mlops-lab``)
+    and is keyed by everything the result depends on (the data, the options, scikit-learn's version and
+    the training code itself); any unreadable entry is simply retrained."""
     import hashlib
     import pickle
+    import tempfile
     from importlib import metadata
+    from pathlib import Path
 
     from . import data, training
 
     key = hashlib.sha256(repr((
-        kind, data.fingerprint(train), data.fingerprint(valid), metadata.version("scikit-learn"),
-        training.REVIEW_FEE, training.DECLINE_COST, training.REVIEWS_PER_DAY, data.contract_hash(),
+        kind, data.fingerprint(train), data.fingerprint(valid), bool(cost_aware), sorted(params.items()),
+        metadata.version("scikit-learn"), training.REVIEW_FEE, training.DECLINE_COST, training.REVIEWS_PER_DAY,
+        data.contract_hash(), hashlib.sha256(Path(training.__file__).read_bytes()).hexdigest(),
     )).encode()).hexdigest()[:20]
     cache = _cache_dir() / f"{kind}-{key}.pkl"
     try:
@@ -129,12 +134,17 @@ def _trained(kind: str, train, valid):
         return trained
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
         pass
-    trained = training.train(kind, train, valid)
+    trained = training.train(kind, train, valid, cost_aware=cost_aware, **params)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         frame, trained.train_frame = trained.train_frame, None
-        cache.write_bytes(pickle.dumps(trained))
-        trained.train_frame = frame
+        try:
+            blob = pickle.dumps(trained)
+        finally:
+            trained.train_frame = frame
+        with tempfile.NamedTemporaryFile(dir=cache.parent, prefix=f".{cache.name}-", delete=False) as tmp:
+            tmp.write(blob)  # whole or not at all: another process may be reading this entry
+        Path(tmp.name).replace(cache)
     except OSError:
         pass  # a read-only home: train next time too
     return trained

@@ -4,6 +4,8 @@ The loop (``run_loop``) and the Dagster assets call the same step functions of m
 here both run the same four weeks of card testing (from week 3) on their own registered models,
 which start from copies of the same champion, and must reach the same decisions."""
 
+import contextlib
+import os
 import re
 
 import pandas as pd
@@ -11,7 +13,7 @@ import pytest
 
 dg = pytest.importorskip("dagster", reason="dagster is pinned in requirements.txt: pip install -r requirements.txt")
 
-from mlops_lab import orchestration, pipeline  # noqa: E402
+from mlops_lab import config, orchestration, pipeline  # noqa: E402
 from mlops_lab.monitoring import AlertRule  # noqa: E402
 from mlops_lab.serving.server import start_server  # noqa: E402
 
@@ -31,13 +33,31 @@ def both(tmp_path_factory):
         pipeline.run_loop(WEEKS, DRIFT, name="cardguard-loop", per_day=PER_DAY, report=None)
         instance = dg.DagsterInstance.ephemeral()
         log = home / "dagster-predictions.jsonl"
-        with start_server(name="cardguard-dagster", admin_token="t0ken", prediction_log=log) as server:
+        # the Dagster path trains its own models (a cache of its own): the same decisions must come from the
+        # same code on the same labels, not from reusing the loop's trained models
+        with start_server(name="cardguard-dagster", admin_token="t0ken", prediction_log=log) as server, \
+                _own_training_cache(tmp_path_factory.mktemp("dagster-cache")):
             loop = orchestration.CardGuardLoop(name="cardguard-dagster", schedule=DRIFT, per_day=PER_DAY,
                                                url=server.url, admin_token="t0ken", prediction_log=str(log))
             results = [orchestration.materialize_week(week, loop, instance=instance, raise_on_error=False)
                        for week in range(1, WEEKS + 1)]
             yield {"home": home, "instance": instance, "loop": loop, "results": results,
                    "loop_events": pipeline.events("cardguard-loop"), "dagster_events": pipeline.events("cardguard-dagster")}
+
+
+@contextlib.contextmanager
+def _own_training_cache(folder):
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = old
+        trained = list((folder / "mlops-lab").glob("gradient_boosting-*.pkl"))
+        assert trained, "the Dagster path trained nothing of its own"
 
 
 def _reasons(events: pd.DataFrame) -> list:
@@ -113,6 +133,34 @@ def test_a_blocking_check_stops_a_bad_batch(both):
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
     assert "rollout" not in materialized  # the batch was never served
     pd.testing.assert_frame_equal(pipeline.events("cardguard-dagster"), before)
+
+
+def test_the_workspace_instance_stores_dagsters_events_and_info_lines_but_no_debug_lines(tmp_path):
+    """The workspace's dagster.yaml drops debug log lines before they reach the event log (the IO manager's
+    "Loading 1 partitions...": a SQLite write each); Dagster's own events are kept at any level."""
+    with using_home(tmp_path / "workspace"):
+        settings = config.ensure_home() / "dagster" / "dagster.yaml"
+        settings.parent.mkdir()
+        settings.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")  # an earlier version's
+        instance = orchestration.instance()
+
+        @dg.asset
+        def talks(context) -> int:
+            context.log.debug("a debug line")
+            context.log.info("an info line")
+            context.log.warning("a warning line")
+            return 1
+
+        assert dg.materialize([talks], instance=instance).success
+        events = instance.all_logs(instance.get_run_records()[0].dagster_run.run_id)
+        kinds = {e.dagster_event.event_type_value for e in events if e.dagster_event}
+        lines = [e.user_message for e in events if not e.dagster_event]
+        assert {"STEP_START", "STEP_SUCCESS", "ASSET_MATERIALIZATION", "PIPELINE_SUCCESS"} <= kinds
+        assert "an info line" in lines and "a warning line" in lines
+        assert "a debug line" not in lines and not any(line.startswith("Writing file at") for line in lines)
+        settings.write_text("telemetry:\n  enabled: false\n# mine\n")  # a learner's own edit stays
+        orchestration.instance()
+        assert settings.read_text() == "telemetry:\n  enabled: false\n# mine\n"
 
 
 def test_definitions_load_and_say_when_they_run():

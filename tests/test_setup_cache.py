@@ -43,3 +43,41 @@ def test_an_unreadable_template_is_made_again(tmp_path, monkeypatch):
     assert not template.exists() and not config.path("mlflow.db").exists()  # MLflow creates it as usual
     setup_steps._seed_tracking_store()
     assert _experiments(template) == [] and config.path("mlflow.db").exists()
+
+
+def test_a_retrain_on_the_same_labels_and_options_reuses_the_model_and_no_other(tmp_path, monkeypatch):
+    """The loop's retrains go through the cache (lab 08's what-if loop and lab 09's Dagster assets retrain
+    on the labels lab 08's loop trained on): the same data and options give the same model without
+    training; other options or other data never get that model."""
+    import numpy as np
+
+    from mlops_lab import data
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    frame = data.simulate_transactions(12_000, seed=3)
+    train, valid = frame.iloc[:8_000].reset_index(drop=True), frame.iloc[8_000:].reset_index(drop=True)
+    calls = []
+    real_train = training.train
+
+    def counting(*args, **kwargs):
+        calls.append((args[0], kwargs))
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", counting)
+    first = setup_steps._trained("gradient_boosting", train, valid, cost_aware=True, max_iter=20)
+    again = setup_steps._trained("gradient_boosting", train, valid, cost_aware=True, max_iter=20)
+    assert len(calls) == 1
+    assert again.train_frame is train and again.weighting == first.weighting is not None
+    assert again.threshold == first.threshold and again.valid_metrics == first.valid_metrics
+    features = valid[data.feature_columns()]
+    assert np.array_equal(again.pipeline.predict_proba(features), first.pipeline.predict_proba(features))
+    # each of these trains a model of its own
+    setup_steps._trained("gradient_boosting", train, valid, cost_aware=False, max_iter=20)
+    setup_steps._trained("gradient_boosting", train, valid, cost_aware=True, max_iter=21)
+    setup_steps._trained("gradient_boosting", train.iloc[1:], valid, cost_aware=True, max_iter=20)
+    setup_steps._trained("gradient_boosting", train, valid.iloc[1:], cost_aware=True, max_iter=20)
+    assert [kwargs for _, kwargs in calls[1:]] == [{"cost_aware": False, "max_iter": 20},
+                                                   {"cost_aware": True, "max_iter": 21},
+                                                   {"cost_aware": True, "max_iter": 20},
+                                                   {"cost_aware": True, "max_iter": 20}]
+    assert not list((tmp_path / "cache" / "mlops-lab").glob(".*"))  # no half-written entry left behind
