@@ -132,7 +132,7 @@ def jupyter_environment(env: dict | None = None) -> dict:
     """The environment `mlops-lab lab` starts JupyterLab with: this Python's scripts first on PATH (so a
     terminal finds `mlflow`, `mlops-lab`, `python` of the course), and the course's Jupyter config
     (``mlops_lab/jupyter``) beside the user's own; MLflow's usage statistics off and, on Linux, Arrow's
-    allocator jemalloc (``config.PROCESS_DEFAULTS``), unless the user set them."""
+    allocator jemalloc and glibc's malloc tuned (``config.PROCESS_DEFAULTS``), unless the user set them."""
     env = dict(os.environ if env is None else env)
     scripts = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([scripts, *[p for p in env.get("PATH", "").split(os.pathsep) if p and p != scripts]])

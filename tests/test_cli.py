@@ -302,6 +302,27 @@ def test_what_the_course_starts_hands_arrows_memory_back(home, monkeypatch):
     assert _after_the_command("ARROW_DEFAULT_MEMORY_POOL") == "system"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings: Linux")
+def test_what_the_course_starts_tunes_glibcs_malloc_as_binder_does(home, monkeypatch):
+    """issue 26: the kernels `mlops-lab run` and JupyterLab start get glibc's malloc tuned (two arenas, a fixed
+    mmap threshold: freed arrays go back to the system), with the values binder/start sets, unless the user
+    set them; they must be in the environment before the process starts, which is where they are."""
+    from mlops_lab import config, learner
+
+    names = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    for name in names:  # unset here, and as they were after the test (the command sets them in this process)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    kernel_env = learner.jupyter_environment({"PATH": os.environ["PATH"]})
+    for name in names:
+        binder = _as_binder_start_sets(name, home)
+        assert kernel_env[name] == config.PROCESS_DEFAULTS[name] == binder.stdout.strip(), (name, binder.stderr)
+        assert learner.jupyter_environment({name: "7"})[name] == "7"
+    assert _after_the_command("MALLOC_ARENA_MAX") == "2"  # what the command starts inherits it
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert _after_the_command("MALLOC_ARENA_MAX") == "4"
+
+
 def test_dagsters_ui_from_the_launcher_starts_offline_and_quiet(home):
     """issue 25: the Dagster tile may be opened before lab 09 ever ran; its DAGSTER_HOME already says no usage
     statistics (they would go to telemetry.dagster.io) and no community sign-up dialog, as Dagster reads it."""
