@@ -561,14 +561,24 @@ def serve_week(run: LoopRun, week: int, payments: pd.DataFrame, stop_after_days:
             return False
         day = state["day"]
         if _rollout_due(week, day, state, run.policy):
-            _read_days(week, payments, state, run.log_path)
+            _read_days(week, payments, state, run.log_path, lambda lost: _send_again(run, lost))
             _rollout_step(week, day, state, run.events, run.server, run.policy, run.canary_rule)
         run.server.send(payments[_day_of(payments) == 7 * (week - 1) + day])
         state["day"] += 1
         run.save()
-    _read_days(week, payments, state, run.log_path)
+    _read_days(week, payments, state, run.log_path, lambda lost: _send_again(run, lost))
     run.save()
     return True
+
+
+def _send_again(run: LoopRun, lost: pd.DataFrame) -> None:
+    """Payments sent before a stop whose log records never came: the server that answered them died
+    (a restarted kernel) before it wrote its log. The rollout moves only after the days before it are read,
+    so they are answered under the rollout they were sent under (unless the stop came inside a rollout step)."""
+    if run.report:
+        run.report(f"  {len(lost)} payments sent before the last stop are missing from the prediction log (its "
+                   "server stopped before writing them): sending them again")
+    run.server.send(lost)
 
 
 def monitor_week(run: LoopRun, week: int) -> dict:
@@ -866,16 +876,17 @@ def _day_of(payments: pd.DataFrame) -> pd.Series:
     return (payments["timestamp"] - START).dt.days
 
 
-def _read_days(week: int, payments: pd.DataFrame, state: dict, log_path) -> None:
+def _read_days(week: int, payments: pd.DataFrame, state: dict, log_path, send_again=None) -> None:
     """Read from the prediction log the days of ``week`` sent but not read yet, into one file per day
     (the payment's time and label beside what the server logged). The log is read once per rollout
-    step and once a week, not after every day: the server writes it off the request path."""
+    step and once a week, not after every day: the server writes it off the request path. Payments
+    whose records do not come (their server died before writing them) go to ``send_again``, once."""
     days = [d for d in range(state["day"]) if not _day_file(week, d).exists()]
     if not days:
         return
     day_of = _day_of(payments)
     sent = payments[day_of.isin([7 * (week - 1) + d for d in days])]
-    served, state["log_offset"] = _wait_for_log(log_path, state["log_offset"], sent)
+    served, state["log_offset"] = _wait_for_log(log_path, state["log_offset"], sent, send_again)
     served = served.merge(sent[["transaction_id", "timestamp", "is_fraud", "label_available_at"]],
                           on="transaction_id", how="left")
     served_day = _day_of(served) - 7 * (week - 1)
@@ -883,22 +894,29 @@ def _read_days(week: int, payments: pd.DataFrame, state: dict, log_path) -> None
         served[served_day == d].reset_index(drop=True).to_parquet(_day_file(week, d), index=False)
 
 
-def _wait_for_log(path, offset: int, sent: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+def _wait_for_log(path, offset: int, sent: pd.DataFrame, send_again=None) -> tuple[pd.DataFrame, int]:
     """The log records of the payments ``sent`` (the last of each), and where they end in the log (the
-    server writes its log off the request path, every 50 ms)."""
+    server writes its log off the request path, every 50 ms). Records still missing after 5 s (100 of the
+    server's writes) are lost: those payments go to ``send_again`` once, and are waited for again."""
     ids, records = set(sent["transaction_id"]), []
-    deadline = time.monotonic() + 30
+    start = time.monotonic()
+    deadline = start + 30
     while True:
         more, offset = _read_log(path, offset, ids)
         records += more
-        if len({r["transaction_id"] for r in records}) == len(ids) or time.monotonic() > deadline:
+        seen = {r["transaction_id"] for r in records}
+        if len(seen) == len(ids) or time.monotonic() > deadline:
             break
+        if send_again is not None and time.monotonic() - start > 5:
+            send_again(sent[~sent["transaction_id"].isin(seen)])
+            send_again, deadline = None, time.monotonic() + 30
         time.sleep(0.05)
     frame = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=["transaction_id", "features"])
     frame = frame.drop_duplicates("transaction_id", keep="last").reset_index(drop=True)
     if len(frame) < len(ids):
         raise LabError(f"The prediction log {path} holds {len(frame)} of the {len(ids)} payments sent: is the server "
-                       "writing its log there? Pass run_loop(prediction_log=...) for a server you started.")
+                       "writing its log there? Pass run_loop(prediction_log=...) for a server you started (or "
+                       "run_loop(..., resume=False) to start the loop over).")
     features = pd.DataFrame.from_records(frame.pop("features").tolist(), index=frame.index)
     return pd.concat([frame.rename(columns={"timestamp": "served_at"}), features], axis=1), offset
 

@@ -6,6 +6,7 @@ touch each other and number their versions alike."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -225,6 +226,30 @@ def test_stop_mid_week_and_resume_gives_the_same_final_state(worse_runs):
     pd.testing.assert_frame_equal(resumed["truth"], straight["truth"])
     pd.testing.assert_frame_equal(resumed["table"], straight["table"])
     assert resumed["rollout"] == straight["rollout"]
+
+
+def test_payments_whose_log_records_died_with_their_server_are_sent_again_on_resume(workspace):
+    """A kernel restarted mid-week: the loop had saved days as sent whose log records were still in the dead
+    server's buffer. The resumed loop sends those payments again (once, saying so) instead of waiting 30 s and
+    failing on every resume."""
+    name = "cardguard-lost-log"
+    pipeline.run_loop(1, name=name, per_day=200, stop_after_days=0, report=None)
+    pipeline.run_loop(1, name=name, per_day=200, stop_after_days=3, report=None)
+    log = pipeline.config.path("loop", name, "predictions.jsonl")
+    lines = log.read_text().splitlines(keepends=True)
+    payments = pipeline.week_payments(1, "none", 200)
+    day2 = set(payments.loc[pipeline._day_of(payments) == 2, "transaction_id"])
+    kept = [line for line in lines if json.loads(line)["transaction_id"] not in day2]
+    sizes = pipeline._day_of(payments).value_counts().sort_index().tolist()
+    assert len(lines) == sum(sizes[:3]) and len(lines) - len(kept) == len(day2) == sizes[2]
+    log.write_text("".join(kept))  # the records the dead server never wrote
+    said = []
+    pipeline.run_loop(1, name=name, per_day=200, report=said.append)
+    assert sum(f"{len(day2)} payments sent before the last stop are missing" in line for line in said) == 1
+    days = [pd.read_parquet(log.parent / "days" / f"week01-day{d}.parquet") for d in range(7)]
+    assert [len(d) for d in days] == sizes
+    assert set(days[2]["transaction_id"]) == day2 and days[2]["is_fraud"].notna().all()
+    assert set(days[2]["model_version"]) == {"1"}
 
 
 def test_schedule_and_canary_rule_errors_say_what_to_do():
