@@ -42,8 +42,15 @@ def mlflow_client():
 
 
 def use_tracking():
-    """For notebooks: point MLflow at the course's store and experiment; return the mlflow module."""
+    """For notebooks: point MLflow at the course's store and experiment; return the mlflow module. In the
+    workspace's own store, the course's other experiments (``config.EXPERIMENTS``: lab 03's evaluations, the
+    loop's retrains) are made too, with the workspace's artifact folder: made later by MLflow itself, as
+    ``mlflow.set_experiment(name)`` in a lab does, one would keep its artifacts in ``./mlruns`` beside the
+    notebook (MLflow's default for a SQLite store is relative to the process's folder)."""
     mlflow = mlflow_client()
+    if _artifact_location() is not None:
+        for kind in config.EXPERIMENTS:
+            _experiment_id(mlflow, config.experiment_name(kind))
     mlflow.set_experiment(experiment_id=_experiment_id(mlflow))
     return mlflow
 

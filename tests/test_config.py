@@ -141,6 +141,24 @@ def test_reset_leaves_a_running_kernel_working(home):
     assert len(mlflow.search_runs()) == 1
 
 
+def test_a_labs_own_set_experiment_keeps_artifacts_in_the_workspace(home, tmp_path, monkeypatch):
+    """Lab 03 calls mlflow.set_experiment(config.experiment_name("evaluation")) itself: made by MLflow there, the
+    experiment kept its artifacts in ./mlruns beside the notebook, outside the workspace (found in `mlops-lab
+    run`'s folder of executed notebooks)."""
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    monkeypatch.chdir(notebooks)
+    mlflow = training.use_tracking()
+    for kind in ("evaluation", "loop"):
+        mlflow.set_experiment(lab.config.experiment_name(kind))
+        with mlflow.start_run():
+            mlflow.log_dict({"kind": kind}, "evidence.json")
+        run = mlflow.last_active_run()
+        assert run.info.artifact_uri.startswith(lab.config.artifact_location()), run.info.artifact_uri
+    assert len(list(Path(home).glob("mlartifacts/**/evidence.json"))) == 2
+    assert not (notebooks / "mlruns").exists()
+
+
 def test_tool_names_a_command_that_works_from_the_shell(monkeypatch):
     # issue 8 friction: lab 02 printed `mlflow ui ...`, which fails when the venv is not activated
     beside = Path(sys.executable).parent
