@@ -91,12 +91,15 @@ def dagster_home() -> Path:
     folder.mkdir(exist_ok=True)
     settings = folder / "dagster.yaml"
     if not settings.exists() or settings.read_text() in _OLD_DAGSTER_YAML:  # never a learner's own edit
-        settings.write_text(_DAGSTER_YAML)
+        written = folder / f".dagster.yaml-{os.getpid()}"
+        written.write_text(_DAGSTER_YAML)
+        written.replace(settings)  # whole: Dagster's UI may be reading it
     return folder
 
 
 _DAGSTER_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\npython_logs:\n  python_log_level: INFO\n"
-_OLD_DAGSTER_YAML = ("telemetry:\n  enabled: false\nnux:\n  enabled: false\n",)  # what earlier versions wrote
+_OLD_DAGSTER_YAML = ("telemetry:\n  enabled: false\n",  # what earlier versions of the course wrote
+                     "telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
 
 
 MARKER = ".mlops-lab"

@@ -294,8 +294,8 @@ def instance(fresh: bool = False) -> dg.DagsterInstance:
     return dg.DagsterInstance.local_temp(tempdir=str(config.dagster_home()))
 
 
-# Run config that keeps Dagster's own log lines out of a notebook's output (the instance keeps them all:
-# the UI shows them); the results say what happened.
+# Run config that keeps Dagster's own log lines out of a notebook's output (the instance keeps its events and
+# every line from INFO up, see config.dagster_home: the UI shows them); the results say what happened.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 

@@ -303,6 +303,7 @@ class _Server:
     def __init__(self, url: str | None, admin_token: str | None, prediction_log, name: str):
         self.handle, self._http, self.failed, self._thread, self._error = None, None, 0, None, None
         self.url, self.token, self._start = url, admin_token, (prediction_log, name)
+        self.own = url is None  # the loop's own server, in this process
 
     def start_soon(self) -> None:
         import threading
@@ -464,6 +465,7 @@ class LoopRun:
         self.scenario_of, self.policy, self.canary_rule, self.report = scenario_of, policy, canary_rule, report
         self.events = _Events(state["events"])
         self.name = _model()
+        self.opened_at = 7 * state["week"] + state["day"]  # days sent before this process opened the loop
 
     def save(self) -> None:
         _save(self.state, self.events)
@@ -571,14 +573,21 @@ def serve_week(run: LoopRun, week: int, payments: pd.DataFrame, stop_after_days:
     return True
 
 
-def _send_again(run: LoopRun, lost: pd.DataFrame) -> None:
-    """Payments sent before a stop whose log records never came: the server that answered them died
-    (a restarted kernel) before it wrote its log. The rollout moves only after the days before it are read,
-    so they are answered under the rollout they were sent under (unless the stop came inside a rollout step)."""
+def _send_again(run: LoopRun, lost: pd.DataFrame) -> bool:
+    """Payments sent before this process opened the loop whose log records never came: the loop's own server
+    that answered them died with its process (a restarted kernel) before it wrote its log; sent again to
+    the server of this process (True), or left alone (False): a server the learner started may still be
+    writing, and payments sent by this process were answered by a server that is alive. The rollout moves
+    only after the days before it are read, so they are answered under the rollout they were sent under
+    (unless the stop came inside a rollout step)."""
+    lost = lost[_day_of(lost) < run.opened_at]
+    if not run.server.own or lost.empty:
+        return False
     if run.report:
         run.report(f"  {len(lost)} payments sent before the last stop are missing from the prediction log (its "
                    "server stopped before writing them): sending them again")
     run.server.send(lost)
+    return True
 
 
 def monitor_week(run: LoopRun, week: int) -> dict:
@@ -896,20 +905,23 @@ def _read_days(week: int, payments: pd.DataFrame, state: dict, log_path, send_ag
 
 def _wait_for_log(path, offset: int, sent: pd.DataFrame, send_again=None) -> tuple[pd.DataFrame, int]:
     """The log records of the payments ``sent`` (the last of each), and where they end in the log (the
-    server writes its log off the request path, every 50 ms). Records still missing after 5 s (100 of the
-    server's writes) are lost: those payments go to ``send_again`` once, and are waited for again."""
+    server writes its log off the request path, every 50 ms). Records still missing after 5 s, the log
+    quiet for 2 s of it, are lost: those payments go to ``send_again`` once (True: sent, waited for again)."""
     ids, records = set(sent["transaction_id"]), []
-    start = time.monotonic()
+    start = last_growth = time.monotonic()
     deadline = start + 30
     while True:
         more, offset = _read_log(path, offset, ids)
         records += more
         seen = {r["transaction_id"] for r in records}
-        if len(seen) == len(ids) or time.monotonic() > deadline:
+        now = time.monotonic()
+        if len(seen) == len(ids) or now > deadline:
             break
-        if send_again is not None and time.monotonic() - start > 5:
-            send_again(sent[~sent["transaction_id"].isin(seen)])
-            send_again, deadline = None, time.monotonic() + 30
+        last_growth = now if more else last_growth
+        if send_again is not None and now - start > 5 and now - last_growth > 2:
+            if send_again(sent[~sent["transaction_id"].isin(seen)]):
+                deadline = time.monotonic() + 30
+            send_again = None
         time.sleep(0.05)
     frame = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=["transaction_id", "features"])
     frame = frame.drop_duplicates("transaction_id", keep="last").reset_index(drop=True)

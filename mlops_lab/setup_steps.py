@@ -113,8 +113,10 @@ def _trained(kind: str, train, valid, cost_aware: bool = False, **params):
     pay for training again, nor a loop that retrains on labels another loop (lab 08's what-if, lab 09's
     Dagster assets) already trained on. The cache lives outside the workspace (``$XDG_CACHE_HOME/mlops-lab``)
     and is keyed by everything the result depends on (the data, the options, scikit-learn's version and
-    the training code itself); any unreadable entry is simply retrained."""
+    the training code itself); any unreadable entry is simply retrained. Parameters that are not plain JSON
+    values (a learner's scorer, say: its repr does not change when its code does) are never cached."""
     import hashlib
+    import json
     import pickle
     import tempfile
     from importlib import metadata
@@ -122,31 +124,39 @@ def _trained(kind: str, train, valid, cost_aware: bool = False, **params):
 
     from . import data, training
 
+    try:
+        options = json.dumps({"cost_aware": bool(cost_aware), **params}, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return training.train(kind, train, valid, cost_aware=cost_aware, **params)
     key = hashlib.sha256(repr((
-        kind, data.fingerprint(train), data.fingerprint(valid), bool(cost_aware), sorted(params.items()),
-        metadata.version("scikit-learn"), training.REVIEW_FEE, training.DECLINE_COST, training.REVIEWS_PER_DAY,
-        data.contract_hash(), hashlib.sha256(Path(training.__file__).read_bytes()).hexdigest(),
+        kind, data.fingerprint(train), data.fingerprint(valid), options, metadata.version("scikit-learn"),
+        training.REVIEW_FEE, training.DECLINE_COST, training.REVIEWS_PER_DAY, data.contract_hash(),
+        hashlib.sha256(Path(training.__file__).read_bytes()).hexdigest(),
     )).encode()).hexdigest()[:20]
     cache = _cache_dir() / f"{kind}-{key}.pkl"
     try:
         trained = pickle.loads(cache.read_bytes())  # written by this function only (trusted)
-        trained.train_frame = train
+        trained.train_frame, trained.train_record = train, data.dataset_record(train, "train")  # this frame's
         return trained
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
         pass
     trained = training.train(kind, train, valid, cost_aware=cost_aware, **params)
+    frame, trained.train_frame = trained.train_frame, None
+    try:
+        blob = pickle.dumps(trained)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return trained  # not picklable: trained, not cached
+    finally:
+        trained.train_frame = frame
+    tmp = None
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        frame, trained.train_frame = trained.train_frame, None
-        try:
-            blob = pickle.dumps(trained)
-        finally:
-            trained.train_frame = frame
         with tempfile.NamedTemporaryFile(dir=cache.parent, prefix=f".{cache.name}-", delete=False) as tmp:
             tmp.write(blob)  # whole or not at all: another process may be reading this entry
         Path(tmp.name).replace(cache)
-    except OSError:
-        pass  # a read-only home: train next time too
+    except OSError:  # a read-only home or a full disk: train next time too
+        if tmp is not None:
+            Path(tmp.name).unlink(missing_ok=True)
     return trained
 
 

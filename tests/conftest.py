@@ -17,6 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # Tests send traffic to 127.0.0.1 only: MLflow's usage statistics off before any test module imports MLflow
 # (MLflow skips them itself only while a test runs, PYTEST_CURRENT_TEST, or under CI=true).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# and the rest of what every process the course starts gets (Arrow's and glibc's allocators): set here for the
+# whole session, as `mlops-lab` sets them, so that no test's result depends on whether a test that ran the
+# command in this process (which sets them) came before it
+from mlops_lab.config import PROCESS_DEFAULTS  # noqa: E402
+
+for _name, _value in PROCESS_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
 
 
 # What the README's install (pip) does not provide. A test that needs one of these skips, saying why and

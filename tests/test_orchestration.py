@@ -5,6 +5,7 @@ here both run the same four weeks of card testing (from week 3) on their own reg
 which start from copies of the same champion, and must reach the same decisions."""
 
 import contextlib
+import logging
 import os
 import re
 
@@ -51,13 +52,13 @@ def _own_training_cache(folder):
     os.environ["XDG_CACHE_HOME"] = str(folder)
     try:
         yield
+        trained = list((folder / "mlops-lab").glob("gradient_boosting-*.pkl"))
+        assert trained, "the Dagster path trained nothing of its own"
     finally:
         if old is None:
             os.environ.pop("XDG_CACHE_HOME", None)
         else:
             os.environ["XDG_CACHE_HOME"] = old
-        trained = list((folder / "mlops-lab").glob("gradient_boosting-*.pkl"))
-        assert trained, "the Dagster path trained nothing of its own"
 
 
 def _reasons(events: pd.DataFrame) -> list:
@@ -138,7 +139,10 @@ def test_a_blocking_check_stops_a_bad_batch(both):
 def test_the_workspace_instance_stores_dagsters_events_and_info_lines_but_no_debug_lines(tmp_path):
     """The workspace's dagster.yaml drops debug log lines before they reach the event log (the IO manager's
     "Loading 1 partitions...": a SQLite write each); Dagster's own events are kept at any level."""
-    with using_home(tmp_path / "workspace"):
+    dagster_logger = logging.getLogger("dagster")
+    level = dagster_logger.level  # the instance's python_log_level sets it, for the rest of the process
+    with using_home(tmp_path / "workspace"), contextlib.ExitStack() as restore:
+        restore.callback(dagster_logger.setLevel, level)
         settings = config.ensure_home() / "dagster" / "dagster.yaml"
         settings.parent.mkdir()
         settings.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")  # an earlier version's
@@ -161,6 +165,10 @@ def test_the_workspace_instance_stores_dagsters_events_and_info_lines_but_no_deb
         settings.write_text("telemetry:\n  enabled: false\n# mine\n")  # a learner's own edit stays
         orchestration.instance()
         assert settings.read_text() == "telemetry:\n  enabled: false\n# mine\n"
+        settings.write_text("telemetry:\n  enabled: false\n")  # the first version's
+        orchestration.instance()
+        assert "python_log_level: INFO" in settings.read_text() and "nux:\n  enabled: false" in settings.read_text()
+        assert [f.name for f in settings.parent.glob(".dagster.yaml*")] == []
 
 
 def test_definitions_load_and_say_when_they_run():

@@ -81,3 +81,11 @@ def test_a_retrain_on_the_same_labels_and_options_reuses_the_model_and_no_other(
                                                    {"cost_aware": True, "max_iter": 20},
                                                    {"cost_aware": True, "max_iter": 20}]
     assert not list((tmp_path / "cache" / "mlops-lab").glob(".*"))  # no half-written entry left behind
+    # a parameter that is not a plain value (a learner's scorer: its code may change, its repr not) is never
+    # cached, and one that cannot be pickled does not break the retrain
+    entries = set((tmp_path / "cache" / "mlops-lab").iterdir())
+    for _ in range(2):
+        setup_steps._trained("gradient_boosting", train, valid, cost_aware=True, max_iter=20,
+                             scoring=lambda estimator, X, y: 0.0)
+    assert len(calls) == 7 and set((tmp_path / "cache" / "mlops-lab").iterdir()) == entries
+    assert again.train_record == data.dataset_record(train, "train")
