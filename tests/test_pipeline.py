@@ -40,7 +40,9 @@ def drift_run(workspace):
     log = workspace / "drift-predictions.jsonl"
     frame = pipeline.week_payments(99, "none", 200)
     bodies = to_payload(frame.assign(transaction_id="hammer-" + frame["transaction_id"]))
-    with start_server(name=name, admin_token="t0ken", prediction_log=log) as server, Hammer(server.url, bodies) as hammer:
+    # a request every 0.05 s: at least 100 across the loop's six weeks, its shadow, canary and promotion
+    with start_server(name=name, admin_token="t0ken", prediction_log=log) as server, \
+            Hammer(server.url, bodies, pause=0.05) as hammer:
         lines = []
         pipeline.run_loop(WEEKS, DRIFT, name=name, url=server.url, admin_token="t0ken", prediction_log=log,
                           report=lines.append)
