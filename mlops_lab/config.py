@@ -54,6 +54,22 @@ def path(*parts: str) -> Path:
     return home().joinpath(*parts)
 
 
+def write_whole(target: Path, content: str | bytes) -> None:
+    """Write ``target`` whole or not at all: through a file of its own beside it, then a rename, so that a
+    reader (another process, Dagster's UI) never sees half of it and a stop mid-write leaves the old one.
+    Raises OSError (a read-only folder, a full disk), leaving no partial file behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}-", delete=False) as written:
+            written.write(content.encode() if isinstance(content, str) else content)
+        os.replace(written.name, target)
+    except OSError:
+        if written is not None:
+            Path(written.name).unlink(missing_ok=True)
+        raise
+
+
 # Usage statistics the course's libraries would send out (MLflow 3 sends them to mlflow-telemetry.io from every
 # process that imports it): off in every process the course starts (the `mlops-lab` command and what it runs,
 # JupyterLab and its kernels, Binder), unless the learner set them. Dagster's: see dagster_home().
@@ -91,9 +107,7 @@ def dagster_home() -> Path:
     folder.mkdir(exist_ok=True)
     settings = folder / "dagster.yaml"
     if not settings.exists() or settings.read_text() in _OLD_DAGSTER_YAML:  # never a learner's own edit
-        written = folder / f".dagster.yaml-{os.getpid()}"
-        written.write_text(_DAGSTER_YAML)
-        written.replace(settings)  # whole: Dagster's UI may be reading it
+        write_whole(settings, _DAGSTER_YAML)  # Dagster's UI may be reading it
     return folder
 
 

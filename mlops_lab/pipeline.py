@@ -240,10 +240,7 @@ def _read_json(path, default):
 
 
 def _write_json(path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)  # atomic: a stop mid-write leaves the old state
+    config.write_whole(path, json.dumps(value, indent=1, sort_keys=True, default=str))  # a stop leaves the old state
 
 
 def events(name: str | None = None) -> pd.DataFrame:

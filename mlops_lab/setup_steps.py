@@ -118,11 +118,10 @@ def _trained(kind: str, train, valid, cost_aware: bool = False, **params):
     import hashlib
     import json
     import pickle
-    import tempfile
     from importlib import metadata
     from pathlib import Path
 
-    from . import data, training
+    from . import config, data, training
 
     try:
         options = json.dumps({"cost_aware": bool(cost_aware), **params}, sort_keys=True, allow_nan=False)
@@ -148,15 +147,10 @@ def _trained(kind: str, train, valid, cost_aware: bool = False, **params):
         return trained  # not picklable: trained, not cached
     finally:
         trained.train_frame = frame
-    tmp = None
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache.parent, prefix=f".{cache.name}-", delete=False) as tmp:
-            tmp.write(blob)  # whole or not at all: another process may be reading this entry
-        Path(tmp.name).replace(cache)
+        config.write_whole(cache, blob)  # another process may be reading this entry
     except OSError:  # a read-only home or a full disk: train next time too
-        if tmp is not None:
-            Path(tmp.name).unlink(missing_ok=True)
+        pass
     return trained
 
 

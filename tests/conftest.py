@@ -77,17 +77,23 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 @contextlib.contextmanager
-def using_home(path: Path):
-    """Point MLOPS_LAB_HOME at ``path`` for a block (for module- and session-scoped fixtures)."""
-    old = os.environ.get("MLOPS_LAB_HOME")
-    os.environ["MLOPS_LAB_HOME"] = str(path)
+def using_env(name: str, value) -> str:
+    """Set the environment variable ``name`` to ``value`` for a block (for module- and session-scoped fixtures,
+    where monkeypatch is not available), then put back what was there."""
+    old = os.environ.get(name)
+    os.environ[name] = str(value)
     try:
-        yield path
+        yield value
     finally:
         if old is None:
-            os.environ.pop("MLOPS_LAB_HOME", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["MLOPS_LAB_HOME"] = old
+            os.environ[name] = old
+
+
+def using_home(path: Path):
+    """Point MLOPS_LAB_HOME at ``path`` for a block (for module- and session-scoped fixtures)."""
+    return using_env("MLOPS_LAB_HOME", path)
 
 
 @pytest.fixture(scope="session")

@@ -159,6 +159,18 @@ def test_a_labs_own_set_experiment_keeps_artifacts_in_the_workspace(home, tmp_pa
     assert not (notebooks / "mlruns").exists()
 
 
+def test_write_whole_replaces_a_file_or_leaves_it_and_nothing_else(tmp_path):
+    target = tmp_path / "deep" / "state.json"
+    lab.config.write_whole(target, "old")
+    lab.config.write_whole(target, b"new \xe2\x82\xac")
+    assert target.read_text() == "new \u20ac" and [p.name for p in target.parent.iterdir()] == ["state.json"]
+    in_the_way = tmp_path / "deep" / "taken"
+    (in_the_way / "inside").mkdir(parents=True)  # a folder where the file should go: the rename fails
+    with pytest.raises(OSError):
+        lab.config.write_whole(in_the_way, "lost")
+    assert target.read_text() == "new \u20ac" and sorted(p.name for p in target.parent.iterdir()) == ["state.json", "taken"]
+
+
 def test_tool_names_a_command_that_works_from_the_shell(monkeypatch):
     # issue 8 friction: lab 02 printed `mlflow ui ...`, which fails when the venv is not activated
     beside = Path(sys.executable).parent

@@ -6,7 +6,6 @@ which start from copies of the same champion, and must reach the same decisions.
 
 import contextlib
 import logging
-import os
 import re
 
 import pandas as pd
@@ -18,7 +17,7 @@ from mlops_lab import config, orchestration, pipeline  # noqa: E402
 from mlops_lab.monitoring import AlertRule  # noqa: E402
 from mlops_lab.serving.server import start_server  # noqa: E402
 
-from .conftest import using_home  # noqa: E402
+from .conftest import using_env, using_home  # noqa: E402
 
 WEEKS, DRIFT, PER_DAY = 4, "card_testing@3", 300
 KEYS = ["week", "day", "kind", "version", "ok"]
@@ -48,17 +47,9 @@ def both(tmp_path_factory):
 
 @contextlib.contextmanager
 def _own_training_cache(folder):
-    old = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(folder)
-    try:
+    with using_env("XDG_CACHE_HOME", folder):
         yield
-        trained = list((folder / "mlops-lab").glob("gradient_boosting-*.pkl"))
-        assert trained, "the Dagster path trained nothing of its own"
-    finally:
-        if old is None:
-            os.environ.pop("XDG_CACHE_HOME", None)
-        else:
-            os.environ["XDG_CACHE_HOME"] = old
+    assert list((folder / "mlops-lab").glob("gradient_boosting-*.pkl")), "the Dagster path trained nothing of its own"
 
 
 def _reasons(events: pd.DataFrame) -> list:
