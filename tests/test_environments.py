@@ -53,6 +53,19 @@ def test_binder_installs_the_package_and_readme_badge_opens_lab_00():
     assert badge and "urlpath=lab/tree/labs/00_welcome.ipynb" in badge.group(0)
 
 
+def test_binders_image_leaves_out_the_repositorys_history():
+    """repo2docker puts in Binder's image what docker-py's exclude_paths keeps of the clone, with the patterns of
+    binder/.dockerignore (repo2docker's binder_path; lines starting with # dropped): .git must stay out, so that
+    the course reads the home folder as the stand-in's image has it and the CI job result binder/postBuild warms
+    in keeps its key at launch (with .git, git's untracked files took in the home's changing dot files)."""
+    from docker.utils.build import exclude_paths
+
+    lines = [line.strip() for line in (ROOT / "binder" / ".dockerignore").read_text().splitlines()]
+    kept = exclude_paths(str(ROOT), [line for line in lines if line and not line.startswith("#")])
+    assert not [p for p in kept if p == ".git" or p.startswith(".git/")]
+    assert {"binder/postBuild", "binder/start", "mlops_lab/__init__.py", "solutions/00_welcome.ipynb"} <= kept
+
+
 def test_pip_check_is_clean():
     """The pinned set is consistent as installed (e.g. notebook 7.4 with a jupyterlab it accepts), as
     binder/postBuild checks on Binder, where these pins join repo2docker's own Jupyter packages."""

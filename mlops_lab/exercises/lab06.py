@@ -1193,8 +1193,9 @@ def _repository_files() -> tuple[Path, list[str]] | None:
 def _files_without_git(root: Path) -> list[str]:
     """The repository's files under ``root`` where git is missing.
 
-    On Binder the clone is the home folder, without .git: keep the repository's own files, not the home's dot
-    files and folders (~/.ipython's history changes under a running kernel, ~/.cache holds pip's wheels)."""
+    On Binder the clone is the home folder, without .git (binder/.dockerignore leaves it out of the image): keep
+    the repository's own files, not the home's dot files and folders (~/.ipython's history changes under a
+    running kernel, ~/.cache holds pip's wheels)."""
     files = []
     for folder, dirs, names in os.walk(root):
         top = Path(folder) == root
