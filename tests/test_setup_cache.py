@@ -1,6 +1,7 @@
 """lab.setup's machine-wide caches (``$XDG_CACHE_HOME/mlops-lab``): a new workspace's tracking store
 starts as a copy of an empty, migrated one, and is then a store of its own."""
 
+import pickle
 import sqlite3
 
 from mlops_lab import config, setup_steps, training
@@ -88,13 +89,11 @@ def test_a_retrain_on_the_same_labels_and_options_reuses_the_model_and_no_other(
         setup_steps._trained("gradient_boosting", train, valid, cost_aware=True, max_iter=20,
                              scoring=lambda estimator, X, y: 0.0)
     assert len(calls) == 7 and set((tmp_path / "cache" / "mlops-lab").iterdir()) == entries
-    # a hit carries this frame's dataset record, not the one pickled with the model (made by older code)
-    import pickle
-
-    entry = next(p for p in entries if p.name.startswith("gradient_boosting-") and
-                 pickle.loads(p.read_bytes()).weighting and pickle.loads(p.read_bytes()).params == {"max_iter": 20})
-    stale = pickle.loads(entry.read_bytes())
-    stale.train_record = {"fingerprint": "from older code"}
-    entry.write_bytes(pickle.dumps(stale))
+    # a hit carries this frame's dataset record, not the one pickled with the model (made by older code): every
+    # entry is made stale (picking "the" entry of these options by its contents could pick another one)
+    for entry in entries:
+        stale = pickle.loads(entry.read_bytes())
+        stale.train_record = {"fingerprint": "from older code"}
+        entry.write_bytes(pickle.dumps(stale))
     hit = setup_steps._trained("gradient_boosting", train, valid, cost_aware=True, max_iter=20)
     assert len(calls) == 7 and hit.train_record == data.dataset_record(train, "train") == first.train_record
